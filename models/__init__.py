@@ -1,0 +1,50 @@
+"""Model zoo: a registry from CLI name to a builder of an ``nn.Module``.
+
+Every builder takes the shape of the data it will see (``ModelInputs``) so the
+same model name works on any dataset of a compatible task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from .mlp import MLPConfig, build_mlp
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model needs to know about its data."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    task: str = "classify"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder and the tasks it can train on."""
+
+    build: Callable[[ModelInputs], nn.Module]
+    tasks: tuple[str, ...] = ("classify",)
+
+
+MODELS: dict[str, ModelEntry] = {
+    "mlp": ModelEntry(build=lambda inputs: build_mlp(inputs, MLPConfig())),
+}
+
+
+def build_model(name: str, inputs: ModelInputs) -> nn.Module:
+    """Build model ``name`` for ``inputs``; ValueError names the choices."""
+    try:
+        entry = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
+    if inputs.task not in entry.tasks:
+        raise ValueError(f"model {name!r} cannot train on a {inputs.task!r} dataset")
+    return entry.build(inputs)
+
+
+__all__ = ["MODELS", "ModelEntry", "ModelInputs", "build_model"]

@@ -1,0 +1,112 @@
+"""AdaComp selection for one tensor (Chen et al., AAAI 2018), pure NumPy.
+
+    G = R + dW            accumulated residue
+    H = G + dW            self-adjusting look-ahead
+    gmax = max |G| per bin of L_T consecutive elements (the last may be shorter)
+    send i  iff  |H_i| >= gmax(bin of i)  and gmax > 0  and G_i != 0
+    q_i = sign(G_i) * s   for sent i (one scale s per tensor), 0 otherwise
+    R = G - q             the unsent remainder carries over
+
+Elements with G_i == 0 are never sent: their sign carries no information and
+sending +s would only move mass into the residue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+ScaleRule = Callable[[np.ndarray, np.ndarray], np.float32]
+
+
+def _mean_abs_sent(sent_abs: np.ndarray, sent_bin_max: np.ndarray) -> np.float32:
+    """Least-squares scale for a sign code: mean |G_i| over the sent elements."""
+    return np.float32(sent_abs.mean(dtype=np.float64))
+
+
+def _mean_bin_max(sent_abs: np.ndarray, sent_bin_max: np.ndarray) -> np.float32:
+    """The paper's alternative: mean of the bin maxima, weighted per sent element."""
+    return np.float32(sent_bin_max.mean(dtype=np.float64))
+
+
+SCALE_RULES: dict[str, ScaleRule] = {
+    "mean_abs": _mean_abs_sent,
+    "mean_bin_max": _mean_bin_max,
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The sent part of one tensor: sorted positions, sign bits, shared scale."""
+
+    indices: np.ndarray  # int64, strictly increasing
+    negative: np.ndarray  # bool, True where q_i = -scale
+    scale: np.float32
+
+    @property
+    def count(self) -> int:
+        return int(self.indices.size)
+
+
+class Workspace:
+    """Reusable scratch buffers, so a step allocates (and page-faults) nothing big."""
+
+    def __init__(self) -> None:
+        self._floats = np.empty(0, np.float32)
+        self._mask = np.empty(0, np.bool_)
+
+    def buffers(self, numel: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._floats.size < numel:
+            self._floats = np.empty(numel, np.float32)
+            self._mask = np.empty(numel, np.bool_)
+        return self._floats[:numel], self._mask[:numel]
+
+
+def _split_bins(array: np.ndarray, bin_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(full bins as a 2-D view, the short last bin as a 1-D view)."""
+    full = (array.size // bin_size) * bin_size
+    return array[:full].reshape(-1, bin_size), array[full:]
+
+
+def bin_maxima(abs_values: np.ndarray, bin_size: int) -> np.ndarray:
+    """max |G| of each bin of ``bin_size`` consecutive elements."""
+    full, tail = _split_bins(abs_values, bin_size)
+    maxima = full.max(axis=1) if full.size else np.empty(0, np.float32)
+    if tail.size:
+        maxima = np.append(maxima, tail.max())
+    return maxima
+
+
+def select_and_update(
+    residue: np.ndarray,
+    grad: np.ndarray,
+    *,
+    bin_size: int,
+    scale_rule: str,
+    workspace: Workspace,
+) -> Selection:
+    """Run one AdaComp step in place: ``residue`` goes from R to G - q."""
+    accumulated = np.add(residue, grad, out=residue)  # G, held in the residue buffer
+    scratch, mask = workspace.buffers(residue.size)
+    gmax = bin_maxima(np.abs(accumulated, out=scratch), bin_size)
+    gmax[gmax == 0] = np.inf  # an all-zero bin sends nothing
+    lookahead = np.abs(np.add(accumulated, grad, out=scratch), out=scratch)  # |H|
+    full_h, tail_h = _split_bins(lookahead, bin_size)
+    full_mask, tail_mask = _split_bins(mask, bin_size)
+    np.greater_equal(full_h, gmax[: full_h.shape[0], None], out=full_mask)
+    if tail_h.size:
+        np.greater_equal(tail_h, gmax[-1], out=tail_mask)
+    indices = np.flatnonzero(mask)
+    values = accumulated[indices]
+    nonzero = values != 0
+    if not nonzero.all():
+        indices, values = indices[nonzero], values[nonzero]
+    if indices.size == 0:
+        return Selection(indices, np.zeros(0, np.bool_), np.float32(0))
+    sent_abs = np.abs(values)
+    scale = SCALE_RULES[scale_rule](sent_abs, gmax[indices // bin_size])
+    negative = values < 0
+    accumulated[indices] = values - np.where(negative, -scale, scale)
+    return Selection(indices, negative, scale)

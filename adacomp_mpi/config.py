@@ -1,0 +1,40 @@
+"""The resolved options of one training run (built by the CLI, read by the trainer)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run; JSON-serialisable via ``to_dict``."""
+
+    model: str = "mlp"
+    dataset: str = "digits"
+    data_path: Path | None = None
+    epochs: int = 25
+    batch_size: int = 16
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    compression: str = "adacomp"
+    bin_sizes: dict[str, int] = field(default_factory=dict)
+    dense_below: int = 256
+    scale_rule: str = "mean_abs"
+    index_coding: str = "auto"
+    warmup_steps: int = 0
+    seed: int = 0
+    output_dir: Path = Path("runs/latest")
+    summary: Path | None = None
+    quiet: bool = False
+    log_all_ranks: bool = False
+
+    @property
+    def summary_path(self) -> Path:
+        return self.summary if self.summary is not None else self.output_dir / "summary.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

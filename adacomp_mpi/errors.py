@@ -1,0 +1,9 @@
+"""The one exception type the decoder raises for any bad payload."""
+
+
+class PayloadError(ValueError):
+    """A payload is truncated, corrupted, of another version, or for another model."""
+
+
+class UsageError(Exception):
+    """Bad user input (options, data, paths): one line, exit code 2, every rank."""

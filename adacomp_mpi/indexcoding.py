@@ -1,0 +1,163 @@
+"""Position coding for the sent elements of one tensor.
+
+Positions are coded as gaps (zeros skipped since the previous sent element)
+plus one sign bit each. Two codes, chosen per tensor by exact size:
+
+* ``fixed``  — ``w``-bit gap words; the all-ones word is an escape meaning
+  "skip 2**w - 1 more positions". With ``w = ceil(log2 L_T)`` this is the
+  paper's fixed word: w + 1 bits per sent element while gaps stay below
+  2**w - 1 (always true with at least one sent element per bin).
+* ``rice``   — Golomb-Rice: gap >> b in unary, then the low ``b`` bits;
+  close to log2(1/density) + 2 bits per element whatever the density.
+
+The unary parts, remainders and signs are separate bit streams, so both
+encode and decode stay vectorised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bitpack
+from .errors import PayloadError
+
+FIXED, RICE = 1, 2
+MAX_WIDTH = 32
+SIGN_BITS = 1
+
+
+@dataclass(frozen=True)
+class CodedIndices:
+    """A coded position stream: method, its parameter, aux count, the bytes."""
+
+    method: int
+    param: int
+    aux: int  # escape words (fixed) or unary bits (rice)
+    data: np.ndarray  # uint8
+
+
+def gaps_of(indices: np.ndarray) -> np.ndarray:
+    return np.diff(indices, prepend=-1) - 1
+
+
+def _fixed_escapes(gaps: np.ndarray, width: int) -> int:
+    return int((gaps // ((1 << width) - 1)).sum())
+
+
+def fixed_nbytes(count: int, width: int, escapes: int) -> int:
+    return bitpack.packed_nbytes((count + escapes) * width) + bitpack.packed_nbytes(count)
+
+
+def rice_nbytes(count: int, param: int, unary_bits: int) -> int:
+    return (
+        bitpack.packed_nbytes(unary_bits)
+        + bitpack.packed_nbytes(count * param)
+        + bitpack.packed_nbytes(count)
+    )
+
+
+def _encode_fixed(gaps: np.ndarray, negative: np.ndarray, width: int) -> CodedIndices:
+    escape = (1 << width) - 1
+    skips = gaps // escape
+    total = gaps.size + int(skips.sum())
+    words = np.full(total, escape, np.int64)
+    words[np.cumsum(skips + 1) - 1] = gaps % escape
+    data = np.concatenate([bitpack.pack_words(words, width), bitpack.pack_bits(negative)])
+    return CodedIndices(FIXED, width, total - gaps.size, data)
+
+
+def _encode_rice(gaps: np.ndarray, negative: np.ndarray, param: int) -> CodedIndices:
+    unary, nbits = bitpack.pack_unary(gaps >> param)
+    remainders = bitpack.pack_words(gaps & ((1 << param) - 1), param)
+    data = np.concatenate([unary, remainders, bitpack.pack_bits(negative)])
+    return CodedIndices(RICE, param, nbits, data)
+
+
+def _candidates(gaps: np.ndarray, bin_size: int) -> list[tuple[int, int, int]]:
+    """(nbytes, method, param) for the parameters worth trying."""
+    count = gaps.size
+    centre = max(int(np.log2(gaps.mean() + 1)), 0)
+    paper_width = max(int(np.ceil(np.log2(bin_size))), 1)
+    widths = {w for w in (*range(centre - 1, centre + 3), paper_width) if 1 <= w <= MAX_WIDTH}
+    params = {b for b in range(centre - 2, centre + 1) if 0 <= b < MAX_WIDTH}
+    options = [(fixed_nbytes(count, w, _fixed_escapes(gaps, w)), FIXED, w) for w in widths]
+    options += [(rice_nbytes(count, b, int((gaps >> b).sum()) + count), RICE, b) for b in params]
+    return options
+
+
+ENCODERS: dict[int, Callable[[np.ndarray, np.ndarray, int], CodedIndices]] = {
+    FIXED: _encode_fixed,
+    RICE: _encode_rice,
+}
+METHOD_NAMES: dict[str, tuple[int, ...]] = {
+    "auto": (FIXED, RICE),
+    "fixed": (FIXED,),
+    "rice": (RICE,),
+}
+
+
+def encode_indices(
+    indices: np.ndarray, negative: np.ndarray, *, bin_size: int, methods: tuple[int, ...]
+) -> CodedIndices:
+    """Code sorted positions and signs with the smallest allowed method."""
+    if indices.size == 0:
+        return CodedIndices(FIXED, 1, 0, np.zeros(0, np.uint8))
+    gaps = gaps_of(indices)
+    _, method, param = min(c for c in _candidates(gaps, bin_size) if c[1] in methods)
+    return ENCODERS[method](gaps, negative, param)
+
+
+def coded_nbytes(method: int, param: int, count: int, aux: int) -> int:
+    """Byte length implied by a record header; PayloadError if impossible."""
+    if method == FIXED and 1 <= param <= MAX_WIDTH:
+        return fixed_nbytes(count, param, aux)
+    if method == RICE and 0 <= param < MAX_WIDTH:
+        if aux < count:
+            raise PayloadError(f"rice stream has {aux} unary bits for {count} elements")
+        return rice_nbytes(count, param, aux)
+    raise PayloadError(f"unknown index coding {method} with parameter {param}")
+
+
+def _decode_fixed_gaps(data: np.ndarray, count: int, width: int, escapes: int) -> np.ndarray:
+    escape = (1 << width) - 1
+    words = bitpack.unpack_words(data, count + escapes, width)
+    is_data = words != escape
+    data_pos = np.flatnonzero(is_data)
+    if data_pos.size != count or (count and data_pos[-1] != words.size - 1):
+        raise PayloadError("fixed-width index stream does not match its element count")
+    skipped = np.diff(data_pos, prepend=-1) - 1
+    return words[data_pos] + skipped * escape
+
+
+def _decode_rice_gaps(data: np.ndarray, count: int, param: int, unary_bits: int) -> np.ndarray:
+    unary_bytes = bitpack.packed_nbytes(unary_bits)
+    quotients = bitpack.unpack_unary(data[:unary_bytes], unary_bits)
+    if quotients.size != count or (
+        unary_bits and not data[unary_bytes - 1] & _last_bit(unary_bits)
+    ):
+        raise PayloadError("rice unary stream does not match its element count")
+    remainders = bitpack.unpack_words(data[unary_bytes:], count, param)
+    return (quotients << param) | remainders
+
+
+def _last_bit(nbits: int) -> int:
+    """Mask of the final stream bit within its byte (MSB-first)."""
+    return 1 << (7 - (nbits - 1) % 8)
+
+
+def decode_indices(coded: CodedIndices, *, count: int, numel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (int64, strictly increasing, < numel) and sign bits."""
+    if count == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    if coded.method == FIXED:
+        gaps = _decode_fixed_gaps(coded.data, count, coded.param, coded.aux)
+    else:
+        gaps = _decode_rice_gaps(coded.data, count, coded.param, coded.aux)
+    indices = np.cumsum(gaps + 1) - 1
+    if indices[-1] >= numel:
+        raise PayloadError(f"index {int(indices[-1])} out of range for {numel} elements")
+    negative = bitpack.unpack_bits(coded.data[-bitpack.packed_nbytes(count) :], count)
+    return indices, negative

@@ -1,0 +1,135 @@
+"""The payload format: one self-describing, versioned byte string per rank.
+
+    payload  = header, then one record per tensor in layout order
+    header   = "ACMP", version u8, flags u8 (0), records u16,
+               layout fingerprint u32, body length u32, body CRC32 u32
+    record   = method u8, param u8, reserved u16 (0), numel u32, sent u32,
+               scale f32, aux u32, then the record body padded to 4 bytes
+    method 0 = dense: numel little-endian float32 values
+    method 1/2 = AdaComp: coded positions and signs (see ``indexcoding``)
+
+All integers are little-endian. The parser checks every field against the
+expected layout before anything is decoded, and raises ``PayloadError``.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PayloadError
+from .indexcoding import CodedIndices, coded_nbytes
+from .specs import TensorSpec, layout_fingerprint
+
+MAGIC = b"ACMP"
+VERSION = 1
+DENSE = 0
+HEADER = struct.Struct("<4sBBHIII")
+RECORD = struct.Struct("<BBHIIfI")
+HEADER_BYTES = HEADER.size
+RECORD_HEADER_BYTES = RECORD.size
+
+
+@dataclass(frozen=True)
+class Record:
+    """One tensor's share of a payload, as written or as parsed."""
+
+    numel: int
+    sent: int
+    scale: float
+    dense: np.ndarray | None = None  # float32 values when sent densely
+    coded: CodedIndices | None = None
+
+
+def _padding(nbytes: int) -> int:
+    return -nbytes % 4
+
+
+def _record_parts(record: Record) -> list[bytes | np.ndarray]:
+    if record.dense is not None:
+        method, param, aux = DENSE, 0, 0
+        body: np.ndarray = record.dense.astype("<f4", copy=False).view(np.uint8)
+    else:
+        coded = record.coded
+        method, param, aux, body = coded.method, coded.param, coded.aux, coded.data
+    head = RECORD.pack(method, param, 0, record.numel, record.sent, record.scale, aux)
+    return [head, body, bytes(_padding(body.size))]
+
+
+def pack_payload(records: Sequence[Record], specs: Sequence[TensorSpec]) -> np.ndarray:
+    """Serialise records (in layout order) into one uint8 array."""
+    parts = [part for record in records for part in _record_parts(record)]
+    body = np.concatenate(
+        [np.frombuffer(p, np.uint8) if isinstance(p, bytes) else p for p in parts]
+    )
+    header = HEADER.pack(
+        MAGIC, VERSION, 0, len(records), layout_fingerprint(specs), body.size, zlib.crc32(body)
+    )
+    return np.concatenate([np.frombuffer(header, np.uint8), body])
+
+
+def _check_header(payload: np.ndarray, specs: Sequence[TensorSpec]) -> None:
+    if payload.size < HEADER_BYTES:
+        raise PayloadError(f"payload of {payload.size} bytes is shorter than its header")
+    magic, version, flags, count, fingerprint, body_len, crc = HEADER.unpack_from(payload)
+    if magic != MAGIC:
+        raise PayloadError(f"not an AdaComp payload (magic {magic!r})")
+    if version != VERSION or flags != 0:
+        raise PayloadError(
+            f"unsupported payload version {version} (flags {flags}); expected {VERSION}"
+        )
+    if count != len(specs) or fingerprint != layout_fingerprint(specs):
+        raise PayloadError("payload was made for a different model layout")
+    if body_len != payload.size - HEADER_BYTES:
+        raise PayloadError(
+            f"payload body is {payload.size - HEADER_BYTES} bytes, header says {body_len}"
+        )
+    if zlib.crc32(payload[HEADER_BYTES:]) != crc:
+        raise PayloadError("payload checksum mismatch (corrupted in transit?)")
+
+
+def _parse_record(payload: np.ndarray, offset: int, spec: TensorSpec) -> tuple[Record, int]:
+    if offset + RECORD_HEADER_BYTES > payload.size:
+        raise PayloadError(f"{spec.name}: record header truncated")
+    method, param, reserved, numel, sent, scale, aux = RECORD.unpack_from(payload, offset)
+    offset += RECORD_HEADER_BYTES
+    if reserved or numel != spec.numel or sent > numel:
+        raise PayloadError(f"{spec.name}: bad record header (numel {numel}, sent {sent})")
+    if not (np.isfinite(scale) and scale >= 0):
+        raise PayloadError(f"{spec.name}: bad scale {scale}")
+    if method == DENSE:
+        if sent != numel or param or aux:
+            raise PayloadError(f"{spec.name}: inconsistent dense record")
+        nbytes = 4 * numel
+    else:
+        if not spec.compress:
+            raise PayloadError(f"{spec.name}: compressed record for a dense-only tensor")
+        nbytes = coded_nbytes(method, param, sent, aux)
+    end = offset + nbytes
+    if end + _padding(nbytes) > payload.size:
+        raise PayloadError(f"{spec.name}: record body truncated")
+    body = payload[offset:end]
+    if method == DENSE:
+        record = Record(numel, sent, scale, dense=body.view("<f4"))
+    else:
+        record = Record(numel, sent, scale, coded=CodedIndices(method, param, aux, body))
+    return record, end + _padding(nbytes)
+
+
+def parse_payload(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[Record]:
+    """Validate and split a payload into records; raises PayloadError."""
+    payload = np.asarray(payload)
+    if payload.dtype != np.uint8 or payload.ndim != 1:
+        raise PayloadError("a payload must be a 1-D uint8 array")
+    _check_header(payload, specs)
+    records, offset = [], HEADER_BYTES
+    for spec in specs:
+        record, offset = _parse_record(payload, offset, spec)
+        records.append(record)
+    if offset != payload.size:
+        raise PayloadError(f"{payload.size - offset} unexpected bytes after the last record")
+    return records

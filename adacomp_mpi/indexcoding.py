@@ -112,6 +112,8 @@ def encode_indices(
 
 def coded_nbytes(method: int, param: int, count: int, aux: int) -> int:
     """Byte length implied by a record header; PayloadError if impossible."""
+    if count == 0 and aux:
+        raise PayloadError(f"index stream has {aux} escape words or unary bits but no elements")
     if method == FIXED and 1 <= param <= MAX_WIDTH:
         return fixed_nbytes(count, param, aux)
     if method == RICE and 0 <= param < MAX_WIDTH:

@@ -125,6 +125,7 @@ def parse_payload(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[Reco
     payload = np.asarray(payload)
     if payload.dtype != np.uint8 or payload.ndim != 1:
         raise PayloadError("a payload must be a 1-D uint8 array")
+    payload = np.ascontiguousarray(payload)  # struct and zlib need one contiguous buffer
     _check_header(payload, specs)
     records, offset = [], HEADER_BYTES
     for spec in specs:

@@ -38,16 +38,18 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Bounded: a stuck mirror or a held dpkg lock must not stall CI.
+apt_get() { timeout 600 apt-get "$@"; }
 apt_opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 
 # Try without refreshing the lists first; refresh once only if that fails.
-if ! apt-get install "${apt_opts[@]}" "${missing[@]}"; then
+if ! apt_get install "${apt_opts[@]}" "${missing[@]}"; then
     note "install from cached lists failed; running apt-get update once"
-    if ! apt-get update -q; then
+    if ! apt_get update -q; then
         note "apt-get update failed (no network?); skipping (cluster tests will skip)"
         exit 0
     fi
-    if ! apt-get install "${apt_opts[@]}" "${missing[@]}"; then
+    if ! apt_get install "${apt_opts[@]}" "${missing[@]}"; then
         note "apt-get install failed; skipping (cluster tests will skip)"
         exit 0
     fi

@@ -6,7 +6,8 @@ plus one sign bit each. Two codes, chosen per tensor by exact size:
 * ``fixed``  — ``w``-bit gap words; the all-ones word is an escape meaning
   "skip 2**w - 1 more positions". With ``w = ceil(log2 L_T)`` this is the
   paper's fixed word: w + 1 bits per sent element while gaps stay below
-  2**w - 1 (always true with at least one sent element per bin).
+  2**w - 1 (true with a sent element in every half bin). One per bin only
+  bounds gaps by 2 L_T - 2, so width w + 1 is always tried: at most w + 2.
 * ``rice``   — Golomb-Rice: gap >> b in unary, then the low ``b`` bits;
   close to log2(1/density) + 2 bits per element whatever the density.
 
@@ -81,7 +82,8 @@ def _candidates(gaps: np.ndarray, bin_size: int) -> list[tuple[int, int, int]]:
     count = gaps.size
     centre = max(int(np.log2(gaps.mean() + 1)), 0)
     paper_width = max(int(np.ceil(np.log2(bin_size))), 1)
-    widths = {w for w in (*range(centre - 1, centre + 3), paper_width) if 1 <= w <= MAX_WIDTH}
+    spread = (*range(centre - 1, centre + 3), paper_width, paper_width + 1)
+    widths = {w for w in spread if 1 <= w <= MAX_WIDTH}
     params = {b for b in range(centre - 2, centre + 1) if 0 <= b < MAX_WIDTH}
     options = [(fixed_nbytes(count, w, _fixed_escapes(gaps, w)), FIXED, w) for w in widths]
     options += [(rice_nbytes(count, b, int((gaps >> b).sum()) + count), RICE, b) for b in params]

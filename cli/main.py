@@ -12,11 +12,14 @@ import click
 from adacomp_mpi.adacomp import SCALE_RULES
 from adacomp_mpi.config import TrainConfig
 from adacomp_mpi.errors import UsageError
+from adacomp_mpi.exchange import EXCHANGES
 from adacomp_mpi.indexcoding import METHOD_NAMES
+from adacomp_mpi.optim import OPTIMIZERS
 
 from .options import BinSizeType
 
 PROG = "adacomp-train"
+DEFAULTS = TrainConfig()
 USAGE_EXIT = 2
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
 
@@ -69,21 +72,23 @@ def _datasets() -> list[str]:
 
 
 @cli.command(context_settings={"auto_envvar_prefix": "ADACOMP", "show_default": True})
-@click.option("--model", default="mlp", help="Model from the zoo (see README).")
-@click.option("--dataset", default="digits", help="Dataset name (see README).")
+@click.option("--model", default=DEFAULTS.model, help="Model from the zoo (see README).")
+@click.option("--dataset", default=DEFAULTS.dataset, help="Dataset name (see README).")
 @click.option(
     "--data-path",
     type=click.Path(exists=True, readable=True, path_type=Path),
     default=None,
     help="File or directory to read the dataset from (default: its standard place).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=25)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, help="Per rank.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.05)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0)
-@click.option("--compression", type=click.Choice(["adacomp", "none"]), default="adacomp")
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, help="Per rank."
+)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr)
+@click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default=DEFAULTS.optimizer)
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.momentum)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay)
+@click.option("--compression", type=click.Choice(sorted(EXCHANGES)), default=DEFAULTS.compression)
 @click.option(
     "--bin-size",
     "bin_sizes",
@@ -94,20 +99,22 @@ def _datasets() -> list[str]:
 @click.option(
     "--dense-below",
     type=click.IntRange(min=0),
-    default=256,
+    default=DEFAULTS.dense_below,
     help="Send tensors with fewer elements uncompressed.",
 )
-@click.option("--scale-rule", type=click.Choice(sorted(SCALE_RULES)), default="mean_abs")
-@click.option("--index-coding", type=click.Choice(sorted(METHOD_NAMES)), default="auto")
+@click.option("--scale-rule", type=click.Choice(sorted(SCALE_RULES)), default=DEFAULTS.scale_rule)
+@click.option(
+    "--index-coding", type=click.Choice(sorted(METHOD_NAMES)), default=DEFAULTS.index_coding
+)
 @click.option(
     "--warmup-steps",
     type=click.IntRange(min=0),
-    default=0,
+    default=DEFAULTS.warmup_steps,
     help="Steps sent uncompressed at the start.",
 )
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option(
-    "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/latest")
+    "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.output_dir
 )
 @click.option(
     "--summary",
@@ -128,9 +135,14 @@ def train(**options: object) -> None:
     options["bin_sizes"] = dict(options["bin_sizes"])
     config = TrainConfig(**options)
     if config.model not in _models():
-        raise click.BadParameter(f"unknown model {config.model!r}; choose from {_models()}")
+        raise click.BadParameter(
+            f"unknown model {config.model!r}; choose from {_models()}", param_hint="'--model'"
+        )
     if config.dataset not in _datasets():
-        raise click.BadParameter(f"unknown dataset {config.dataset!r}; choose from {_datasets()}")
+        raise click.BadParameter(
+            f"unknown dataset {config.dataset!r}; choose from {_datasets()}",
+            param_hint="'--dataset'",
+        )
     _run(config)
 
 

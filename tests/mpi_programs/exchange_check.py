@@ -1,0 +1,81 @@
+"""Allgatherv with unequal and zero-length payloads; identical decoded means everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from verdict import Verdict
+
+from adacomp_mpi import TensorSpec, decode_mean, encode, make_state
+from adacomp_mpi.communicator import MpiCommunicator
+from adacomp_mpi.exchange import AdaCompExchange, DenseExchange
+
+SPECS = [
+    TensorSpec("conv", 4_999, "conv", 50),
+    TensorSpec("fc", 20_011, "fc", 500),
+    TensorSpec("bias", 7, "other", 500, compress=False),
+]
+
+
+def payload_pattern(rank: int) -> np.ndarray:
+    """Rank 1 sends nothing; the others send very different sizes."""
+    size = 0 if rank == 1 else 1 + 100_000 * rank**2 + 13 * rank
+    return (np.arange(size) * (rank + 3) % 251).astype(np.uint8)
+
+
+def rank_grads(rank: int, step: int) -> list[np.ndarray]:
+    rng = np.random.default_rng([rank, step])
+    return [rng.standard_normal(s.numel).astype(np.float32) * (rank + 1) for s in SPECS]
+
+
+def digest(arrays: list[np.ndarray]) -> str:
+    return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+
+
+def main() -> None:
+    comm = MpiCommunicator()
+    verdict = Verdict()
+
+    gathered = comm.allgatherv(payload_pattern(comm.rank))
+    verdict.check(len(gathered) == comm.size, "wrong number of payloads")
+    for rank, payload in enumerate(gathered):
+        verdict.check(np.array_equal(payload, payload_pattern(rank)), f"payload {rank} differs")
+
+    exchange = AdaCompExchange(comm=comm, state=make_state(SPECS))
+    reference_states = [make_state(SPECS) for _ in range(comm.size)]
+    for step in range(4):
+        grads = rank_grads(comm.rank, step)
+        exchange.average(grads, dense=step == 0)
+        digests = comm.allgather_object(digest(grads))
+        verdict.check(len(set(digests)) == 1, f"step {step}: ranks decoded different means")
+        # Every rank can replay every rank's encoder; the mean must match bit for bit.
+        payloads = [
+            encode(
+                {s.name: g for s, g in zip(SPECS, rank_grads(r, step), strict=True)},
+                reference_states[r],
+                dense=step == 0,
+            )
+            for r in range(comm.size)
+        ]
+        expected = decode_mean(payloads, SPECS)
+        verdict.check(digest(expected) == digest(grads), f"step {step}: mean != replayed mean")
+
+    dense = DenseExchange(comm=comm, state=make_state(SPECS))
+    grads = rank_grads(comm.rank, 99)
+    dense.average(grads)
+    exact = [
+        np.mean([rank_grads(r, 99)[i] for r in range(comm.size)], axis=0) for i in range(len(SPECS))
+    ]
+    for got, want in zip(grads, exact, strict=True):
+        verdict.check(np.allclose(got, want, rtol=1e-5, atol=1e-6), "dense mean is wrong")
+    verdict.check(len(set(comm.allgather_object(digest(grads)))) == 1, "dense means differ")
+    verdict.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .char_lstm import CharLSTMConfig, build_char_lstm
+from .cnn import CNNConfig, build_cnn
 from .mlp import MLPConfig, build_mlp
+from .seq_lstm import SeqLSTMConfig, build_seq_lstm
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "mlp": ModelEntry(build=lambda inputs: build_mlp(inputs, MLPConfig())),
+    "cnn": ModelEntry(build=lambda inputs: build_cnn(inputs, CNNConfig())),
+    "char_lstm": ModelEntry(
+        build=lambda inputs: build_char_lstm(inputs, CharLSTMConfig()), tasks=("language_model",)
+    ),
+    "seq_lstm": ModelEntry(build=lambda inputs: build_seq_lstm(inputs, SeqLSTMConfig())),
 }
 
 

@@ -17,9 +17,12 @@ def pack_words(values: np.ndarray, width: int) -> np.ndarray:
     """Pack each value's low ``width`` bits; returns ceil(n*width/8) bytes."""
     if width == 0 or values.size == 0:
         return np.zeros(0, np.uint8)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    bits = (values.astype(np.uint64)[:, None] >> shifts) & np.uint64(1)
-    return np.packbits(bits.astype(np.uint8).ravel())
+    # Big-endian bytes of each value, unpacked to bits: 8 bits per word byte
+    # instead of one uint64 per bit, then the low ``width`` bits are kept.
+    nbytes = (width + 7) // 8
+    big_endian = values.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 8 - nbytes :]
+    bits = np.unpackbits(big_endian, axis=1)[:, 8 * nbytes - width :]
+    return np.packbits(bits)
 
 
 def unpack_words(data: np.ndarray, count: int, width: int) -> np.ndarray:

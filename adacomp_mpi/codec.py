@@ -59,6 +59,13 @@ def _count(state: CodecState, spec: TensorSpec, record: Record) -> None:
     state.by_kind[spec.kind].add(counters)
 
 
+def encode_void(state: CodecState) -> np.ndarray:
+    """A payload that tells every rank to skip this step (non-finite gradient here)."""
+    payload = pack_payload([], state.specs, void=True)
+    state.payload_bytes += payload.size
+    return payload
+
+
 def encode(
     grads: Mapping[str, np.ndarray], state: CodecState, *, dense: bool = False
 ) -> np.ndarray:
@@ -79,26 +86,42 @@ def encode(
     return payload
 
 
+def _decoded(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[tuple[Record, tuple]]:
+    """Parse and decode every record first, so nothing is written for a bad payload."""
+    return [
+        (record, decode_indices(record.coded, count=record.sent, numel=spec.numel))
+        if record.coded is not None
+        else (record, ())
+        for record, spec in zip(parse_payload(payload, specs), specs, strict=True)
+    ]
+
+
+def _add_sparse(record: Record, positions: tuple, target: np.ndarray) -> None:
+    indices, negative = positions
+    scale = np.float32(record.scale)
+    target[indices] += np.where(negative, -scale, scale)
+
+
 def accumulate(payload: np.ndarray, specs: Sequence[TensorSpec], out: Sequence[np.ndarray]) -> None:
     """Add a payload's decoded tensors into ``out`` (flat float32 arrays).
 
     The whole payload is validated before anything is added, so a bad payload
     raises ``PayloadError`` and leaves ``out`` untouched.
     """
-    records = parse_payload(payload, specs)
-    decoded = [
-        (record, decode_indices(record.coded, count=record.sent, numel=spec.numel))
-        if record.coded is not None
-        else (record, None)
-        for record, spec in zip(records, specs, strict=True)
-    ]
-    for (record, positions), target in zip(decoded, out, strict=True):
-        if positions is None:
+    for (record, positions), target in zip(_decoded(payload, specs), out, strict=True):
+        if record.dense is not None:
             target += record.dense
         else:
-            indices, negative = positions
-            scale = np.float32(record.scale)
-            target[indices] += np.where(negative, -scale, scale)
+            _add_sparse(record, positions, target)
+
+
+def restore_residues(payload: np.ndarray, state: CodecState) -> None:
+    """Undo a step this rank encoded but nobody applied: put what it sent back
+    into the residues (R = G - q becomes G again), so no gradient mass is lost."""
+    decoded = _decoded(payload, state.specs)
+    for (record, positions), residue in zip(decoded, state.residues, strict=True):
+        if record.coded is not None:
+            _add_sparse(record, positions, residue)
 
 
 def decode(payload: np.ndarray, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:

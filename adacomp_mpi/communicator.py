@@ -20,6 +20,9 @@ class Communicator(Protocol):
     def allreduce_sum(self, array: np.ndarray) -> None: ...
     def broadcast(self, array: np.ndarray, *, root: int = 0) -> None: ...
     def allgather_object(self, value: Any) -> list[Any]: ...
+    def broadcast_object(self, value: Any, *, root: int = 0) -> Any: ...
+    def send_object(self, value: Any, *, dest: int) -> None: ...
+    def recv_object(self, *, source: int) -> Any: ...
     def abort(self, code: int) -> None: ...
 
 
@@ -40,6 +43,15 @@ class LocalCommunicator:
 
     def allgather_object(self, value: Any) -> list[Any]:
         return [value]
+
+    def broadcast_object(self, value: Any, *, root: int = 0) -> Any:
+        return value
+
+    def send_object(self, value: Any, *, dest: int) -> None:
+        raise RuntimeError("a world of one has no other rank to send to")
+
+    def recv_object(self, *, source: int) -> Any:
+        raise RuntimeError("a world of one has no other rank to receive from")
 
     def abort(self, code: int) -> None:
         raise SystemExit(code)
@@ -76,6 +88,15 @@ class MpiCommunicator:
 
     def allgather_object(self, value: Any) -> list[Any]:
         return self._comm.allgather(value)
+
+    def broadcast_object(self, value: Any, *, root: int = 0) -> Any:
+        return self._comm.bcast(value, root=root)
+
+    def send_object(self, value: Any, *, dest: int) -> None:
+        self._comm.send(value, dest=dest)
+
+    def recv_object(self, *, source: int) -> Any:
+        return self._comm.recv(source=source)
 
     def abort(self, code: int) -> None:
         self._comm.Abort(code)

@@ -31,6 +31,15 @@ class TrainConfig:
     summary: Path | None = None
     quiet: bool = False
     log_all_ranks: bool = False
+    checkpoint_every: int = 0  # 0: only on preemption or a non-finite stop
+    checkpoint_unit: str = "steps"  # or "epochs"
+    keep_checkpoints: int = 3
+    resume: str | None = None  # a checkpoint directory, or "auto"
+    on_nonfinite: str = "skip"  # or "stop"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
 
     @property
     def summary_path(self) -> Path:
@@ -38,3 +47,22 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+# Options that shape the training trajectory: a resume must not change them.
+TRAJECTORY_OPTIONS = (
+    "model",
+    "dataset",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "compression",
+    "bin_sizes",
+    "dense_below",
+    "scale_rule",
+    "index_coding",
+    "warmup_steps",
+    "seed",
+)

@@ -28,14 +28,13 @@ KIND_STYLES: dict[str, object] = {
     "embedding": (0, (3, 1, 1, 1, 1, 1)),
     "other": (0, (2, 3)),
 }
-PHASE_COLORS = dict(zip((*TIME_PHASES, "other"), ("C0", "C1", "C3", "C2", "C4", "C7"), strict=True))
+PHASE_COLORS = dict(zip(TIME_PHASES, ("C0", "C1", "C3", "C2", "C4"), strict=True))
 PHASE_LABELS = {
     "forward_backward": "forward + backward",
     "encode": "encode",
     "communicate": "communicate",
     "decode": "decode",
     "optimizer": "optimizer",
-    "other": "rest of wall time (eval, data, start-up)",
 }
 
 
@@ -214,21 +213,22 @@ def plot_compression(runs: Sequence[Run]) -> Figure:
 
 
 def plot_time(runs: Sequence[Run]) -> Figure:
-    """Where the wall time went, per run: seconds and share of each phase (stacked bars)."""
+    """Where the step time went, per run: seconds and share of each phase (stacked bars).
+
+    Only the five step phases are stacked: on short runs start-up and evaluation
+    would otherwise swamp them. The whole wall time is written next to each bar.
+    """
     height = max(PANEL_SIZE[1] * 0.7, 1.2 + 0.55 * len(runs))
     figure, (seconds_ax, share_ax) = _figure(2, height=height)
     rows = np.arange(len(runs))
-    phases = (*TIME_PHASES, "other")
-    table = np.zeros((len(runs), len(phases)))
-    for row, run in enumerate(runs):
-        breakdown = run.time_breakdown()
-        table[row, : len(TIME_PHASES)] = [breakdown[phase] for phase in TIME_PHASES]
-        table[row, -1] = max(float(run.summary["wall_seconds"]) - sum(breakdown.values()), 0.0)
+    table = np.asarray(
+        [[run.time_breakdown()[phase] for phase in TIME_PHASES] for run in runs], np.float64
+    )
     totals = table.sum(axis=1)
     shares = table / np.where(totals > 0, totals, 1.0)[:, None]
     for ax, values in ((seconds_ax, table), (share_ax, shares)):
         left = np.zeros(len(runs))
-        for column, phase in enumerate(phases):
+        for column, phase in enumerate(TIME_PHASES):
             ax.barh(
                 rows,
                 values[:, column],
@@ -241,18 +241,20 @@ def plot_time(runs: Sequence[Run]) -> Figure:
         ax.set_yticks(rows, [run.label for run in runs])
         ax.invert_yaxis()
         ax.grid(True, axis="x", alpha=0.3)
-    for row, total in enumerate(totals):
-        seconds_ax.text(total, row, f" {total:.1f} s", va="center", fontsize="small")
-    seconds_ax.set_xlim(0, max(float(totals.max()), 1e-3) * 1.2)  # room for the totals
-    seconds_ax.set_xlabel("seconds (phases: mean over ranks, summed over steps)")
-    seconds_ax.set_title("Wall time by phase")
+    for row, (total, run) in enumerate(zip(totals, runs, strict=True)):
+        wall = float(run.summary["wall_seconds"])
+        note = f" {total:.2f} s (wall {wall:.1f} s)"
+        seconds_ax.text(total, row, note, va="center", fontsize="small")
+    seconds_ax.set_xlim(0, max(float(totals.max()), 1e-3) * 1.45)  # room for the notes
+    seconds_ax.set_xlabel("seconds (mean over ranks, summed over steps)")
+    seconds_ax.set_title("Step time by phase")
     share_ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     share_ax.set_xlim(0, 1)
-    share_ax.set_xlabel("share of wall time")
-    share_ax.set_title("Share of wall time by phase")
+    share_ax.set_xlabel("share of step time")
+    share_ax.set_title("Share of step time by phase")
     share_ax.tick_params(axis="y", labelleft=False)
     handles, labels = seconds_ax.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+    figure.legend(handles, labels, loc="outside lower center", ncols=5, frameon=False)
     return figure
 
 

@@ -361,7 +361,7 @@ def summary_markdown(runs: Sequence[Run]) -> str:
     lines += ["", "Sources:", ""]
     for run in runs:
         versions = run.config.get("versions") or {}
-        extra = [f"git {run.config['git_commit']}"] if run.config.get("git_commit") else []
+        extra = [f"git {run.config['git_commit'][:12]}"] if run.config.get("git_commit") else []
         extra += [
             f"{name} {versions[name]}" for name in ("adacomp_mpi", "torch") if name in versions
         ]

@@ -7,6 +7,8 @@
                scale f32, aux u32, then the record body padded to 4 bytes
     method 0 = dense: numel little-endian float32 values
     method 1/2 = AdaComp: coded positions and signs (see ``indexcoding``)
+    flag 1 (void): the sender's gradient was not finite; no records follow,
+    and every rank skips the step.
 
 All integers are little-endian. The parser checks every field against the
 expected layout before anything is decoded, and raises ``PayloadError``.
@@ -28,6 +30,7 @@ from .specs import TensorSpec, layout_fingerprint
 MAGIC = b"ACMP"
 VERSION = 1
 DENSE = 0
+FLAG_VOID = 1
 HEADER = struct.Struct("<4sBBHIII")
 RECORD = struct.Struct("<BBHIIfI")
 HEADER_BYTES = HEADER.size
@@ -60,29 +63,35 @@ def _record_parts(record: Record) -> list[bytes | np.ndarray]:
     return [head, body, bytes(_padding(body.size))]
 
 
-def pack_payload(records: Sequence[Record], specs: Sequence[TensorSpec]) -> np.ndarray:
+def pack_payload(
+    records: Sequence[Record], specs: Sequence[TensorSpec], *, void: bool = False
+) -> np.ndarray:
     """Serialise records (in layout order) into one uint8 array."""
     parts = [part for record in records for part in _record_parts(record)]
     body = np.concatenate(
         [np.frombuffer(p, np.uint8) if isinstance(p, bytes) else p for p in parts]
+        or [np.zeros(0, np.uint8)]
     )
+    flags = FLAG_VOID if void else 0
     header = HEADER.pack(
-        MAGIC, VERSION, 0, len(records), layout_fingerprint(specs), body.size, zlib.crc32(body)
+        MAGIC, VERSION, flags, len(records), layout_fingerprint(specs), body.size, zlib.crc32(body)
     )
     return np.concatenate([np.frombuffer(header, np.uint8), body])
 
 
-def _check_header(payload: np.ndarray, specs: Sequence[TensorSpec]) -> None:
+def _check_header(payload: np.ndarray, specs: Sequence[TensorSpec]) -> bool:
+    """Validate the header; returns whether the payload is void."""
     if payload.size < HEADER_BYTES:
         raise PayloadError(f"payload of {payload.size} bytes is shorter than its header")
     magic, version, flags, count, fingerprint, body_len, crc = HEADER.unpack_from(payload)
     if magic != MAGIC:
         raise PayloadError(f"not an AdaComp payload (magic {magic!r})")
-    if version != VERSION or flags != 0:
+    if version != VERSION or flags & ~FLAG_VOID:
         raise PayloadError(
             f"unsupported payload version {version} (flags {flags}); expected {VERSION}"
         )
-    if count != len(specs) or fingerprint != layout_fingerprint(specs):
+    void = bool(flags & FLAG_VOID)
+    if count != (0 if void else len(specs)) or fingerprint != layout_fingerprint(specs):
         raise PayloadError("payload was made for a different model layout")
     if body_len != payload.size - HEADER_BYTES:
         raise PayloadError(
@@ -90,6 +99,7 @@ def _check_header(payload: np.ndarray, specs: Sequence[TensorSpec]) -> None:
         )
     if zlib.crc32(payload[HEADER_BYTES:]) != crc:
         raise PayloadError("payload checksum mismatch (corrupted in transit?)")
+    return void
 
 
 def _parse_record(payload: np.ndarray, offset: int, spec: TensorSpec) -> tuple[Record, int]:
@@ -120,13 +130,23 @@ def _parse_record(payload: np.ndarray, offset: int, spec: TensorSpec) -> tuple[R
     return record, end + _padding(nbytes)
 
 
-def parse_payload(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[Record]:
-    """Validate and split a payload into records; raises PayloadError."""
+def _as_payload(payload: np.ndarray) -> np.ndarray:
     payload = np.asarray(payload)
     if payload.dtype != np.uint8 or payload.ndim != 1:
         raise PayloadError("a payload must be a 1-D uint8 array")
-    payload = np.ascontiguousarray(payload)  # struct and zlib need one contiguous buffer
-    _check_header(payload, specs)
+    return np.ascontiguousarray(payload)  # struct and zlib need one contiguous buffer
+
+
+def is_void(payload: np.ndarray, specs: Sequence[TensorSpec]) -> bool:
+    """Validate a payload's header; True if its sender voided the step."""
+    return _check_header(_as_payload(payload), specs)
+
+
+def parse_payload(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[Record]:
+    """Validate and split a non-void payload into records; raises PayloadError."""
+    payload = _as_payload(payload)
+    if _check_header(payload, specs):
+        raise PayloadError("a void payload carries no gradients to decode")
     records, offset = [], HEADER_BYTES
     for spec in specs:
         record, offset = _parse_record(payload, offset, spec)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import click
+
+EVERY = re.compile(r"^(\d+)\s*(steps?|epochs?|ep|e)?$")
 
 
 class BinSizeType(click.ParamType):
@@ -23,3 +27,18 @@ class BinSizeType(click.ParamType):
         if bin_size < 2:
             self.fail(f"L_T must be >= 2, got {bin_size} in {value!r}", param, ctx)
         return key, bin_size
+
+
+class EveryType(click.ParamType):
+    """``N`` or ``Nsteps`` (steps) or ``Nepochs`` / ``Nep``: how often to checkpoint."""
+
+    name = "N[steps|epochs]"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, tuple):
+            return value
+        match = EVERY.match(str(value).strip().lower())
+        if not match:
+            self.fail(f"{value!r} is not N, Nsteps or Nepochs (e.g. 500 or 1epoch)", param, ctx)
+        unit = "epochs" if (match.group(2) or "s").startswith("e") else "steps"
+        return int(match.group(1)), unit

@@ -1,0 +1,201 @@
+"""Checkpoints that survive crashes, restore every rank's AdaComp residues, and
+refuse corrupted or foreign files.
+
+Layout (one directory per checkpoint, under OUTPUT_DIR/checkpoints/)::
+
+    step-00000120/
+        common.pt        model, optimizer, position, config (same on all ranks)
+        rank-00000.pt    rank 0's residues, codec counters, RNG state
+        rank-00001.pt    ...
+        manifest.json    format version, world size, step, SHA-256 of each file
+
+Rank 0 writes everything: the other ranks send it their state one at a time
+and each is written as it arrives, so no shared filesystem is assumed. The
+directory is written under a temporary name, fsynced, and renamed, so a crash
+leaves either the previous checkpoint or the new one. Files are loaded with
+``torch.load(weights_only=True)`` after their checksums match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .communicator import Communicator
+from .errors import UsageError
+from .files import atomic_write_bytes
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+COMMON = "common.pt"
+STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+class CheckpointError(UsageError):
+    """A checkpoint is missing, corrupted, of another format, or for another job."""
+
+
+def rank_file(rank: int) -> str:
+    return f"rank-{rank:05d}.pt"
+
+
+def _serialise(value: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Staging:
+    """A checkpoint directory being written under a temporary name."""
+
+    def __init__(self, root: Path, step: int) -> None:
+        self.root, self.step = root, step
+        self.path = root / f".step-{step:08d}.tmp-{os.getpid()}"
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        self.digests: dict[str, str] = {}
+
+    def add(self, name: str, value: dict[str, Any]) -> None:
+        data = _serialise(value)
+        atomic_write_bytes(self.path / name, data)
+        self.digests[name] = hashlib.sha256(data).hexdigest()
+
+    def commit(self, world_size: int) -> Path:
+        """Write the manifest last, then move the directory into place."""
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "step": self.step,
+            "world_size": world_size,
+            "sha256": self.digests,
+        }
+        atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
+        _fsync_dir(self.path)
+        final = self.root / f"step-{self.step:08d}"
+        if final.exists():
+            shutil.rmtree(final)
+        self.path.rename(final)
+        _fsync_dir(self.root)
+        return final
+
+
+def _prune(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints."""
+    for old in sorted(_checkpoint_dirs(root))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+
+
+def save(
+    root: Path,
+    *,
+    comm: Communicator,
+    step: int,
+    common: dict[str, Any],
+    rank_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Collective: every rank calls it; rank 0 writes; returns the directory."""
+    if comm.rank != 0:
+        comm.send_object(rank_state, dest=0)
+        return Path(comm.broadcast_object(None))
+    staging = _Staging(root, step)
+    staging.add(COMMON, common)
+    staging.add(rank_file(0), rank_state)
+    for rank in range(1, comm.size):
+        staging.add(rank_file(rank), comm.recv_object(source=rank))
+    path = staging.commit(comm.size)
+    _prune(root, keep)
+    return Path(comm.broadcast_object(str(path)))
+
+
+def _read_verified(path: Path, name: str, digests: dict[str, str]) -> dict[str, Any]:
+    try:
+        data = (path / name).read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path}: cannot read {name}: {error.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != digests.get(name):
+        raise CheckpointError(f"checkpoint {path}: {name} is corrupted (checksum mismatch)")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as error:  # any unpickling failure means an unusable file
+        raise CheckpointError(
+            f"checkpoint {path}: {name} cannot be loaded safely: {error}"
+        ) from None
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest, checked for format and shape; CheckpointError otherwise."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: no readable manifest ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: unsupported format (expected {FORMAT_VERSION})")
+    if not isinstance(manifest.get("sha256"), dict) or not isinstance(
+        manifest.get("world_size"), int
+    ):
+        raise CheckpointError(f"checkpoint {path}: malformed manifest")
+    return manifest
+
+
+def latest(root: Path) -> Path | None:
+    """The newest checkpoint under ``root`` whose manifest reads, if any."""
+    for candidate in reversed(_checkpoint_dirs(root)):
+        try:
+            read_manifest(candidate)
+        except CheckpointError:
+            continue
+        return candidate
+    return None
+
+
+def load(path: Path, *, comm: Communicator) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Collective: (common state, this rank's state), read and checked by rank 0.
+
+    A checkpoint from a different world size is refused: residues belong to
+    the rank that accumulated them and are not re-split silently.
+    """
+    error, common = None, None
+    if comm.rank == 0:
+        try:
+            manifest = read_manifest(path)
+            if manifest["world_size"] != comm.size:
+                raise CheckpointError(
+                    f"checkpoint {path} was written by {manifest['world_size']} ranks; "
+                    f"resume it with exactly that many (this job has {comm.size})"
+                )
+            digests = manifest["sha256"]
+            common = _read_verified(path, COMMON, digests)
+            states = [_read_verified(path, rank_file(r), digests) for r in range(comm.size)]
+        except CheckpointError as failure:
+            error = str(failure)
+    error = comm.broadcast_object(error)
+    if error:
+        raise CheckpointError(error)
+    common = comm.broadcast_object(common)
+    if comm.rank == 0:
+        for rank in range(1, comm.size):
+            comm.send_object(states[rank], dest=rank)
+        return common, states[0]
+    return common, comm.recv_object(source=0)

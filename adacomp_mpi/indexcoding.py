@@ -45,8 +45,7 @@ def gaps_of(indices: np.ndarray) -> np.ndarray:
 
 
 def _fixed_escapes(gaps: np.ndarray, width: int) -> int:
-    escape = (1 << width) - 1
-    return int((gaps[gaps >= escape] // escape).sum())  # divide only the long gaps
+    return int((gaps // ((1 << width) - 1)).sum())
 
 
 def fixed_nbytes(count: int, width: int, escapes: int) -> int:

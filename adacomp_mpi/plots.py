@@ -49,8 +49,17 @@ def _figure(columns: int, *, height: float = PANEL_SIZE[1]) -> tuple[Figure, lis
 
 
 def _bytes_axis(ax: Axes) -> None:
-    """Log x axis labelled 1 MB, 10 MB, ...: dense and compressed runs differ by ~100x."""
+    """Log x axis labelled 1 MB, 10 MB, ...: dense and compressed runs differ by ~100x.
+
+    Call after plotting: when the data spans fewer than two labelled decades, the
+    limits are widened to whole decades so that at least two labels show.
+    """
     ax.set_xscale("log")
+    low, high = ax.dataLim.intervalx
+    if np.isfinite([low, high]).all() and 0 < low <= high:
+        first, last = np.ceil(np.log10(low)), np.floor(np.log10(high))
+        if last - first < 1:
+            ax.set_xlim(10 ** np.floor(np.log10(low)), 10 ** np.ceil(np.log10(high) + 1e-9))
     ax.xaxis.set_major_formatter(EngFormatter(unit="B"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("cumulative bytes sent (all ranks, log scale)")
@@ -117,10 +126,12 @@ def plot_loss(runs: Sequence[Run]) -> Figure:
             ax.plot(*smoothed(x, loss, window), color=run_color(index))
         smoothed_any |= window > 1
     all_loss = np.concatenate([np.asarray(run.column("loss"), dtype=np.float64) for run in runs])
-    positive = bool(np.all(all_loss[np.isfinite(all_loss)] > 0))
+    finite = all_loss[np.isfinite(all_loss)]
+    # log y only pays off when the loss falls by more than 10x over the runs
+    logarithmic = finite.size > 0 and finite.min() > 0 and finite.max() > 10 * finite.min()
     for ax in (by_step, by_bytes):
-        ax.set_ylabel("training loss" + (" (log scale)" if positive else ""))
-        if positive:
+        ax.set_ylabel("training loss" + (" (log scale)" if logarithmic else ""))
+        if logarithmic:
             _plain_log_y(ax)
         ax.grid(True, which="major", alpha=0.3)
     by_step.set_xlabel("step")
@@ -220,6 +231,7 @@ def plot_time(runs: Sequence[Run]) -> Figure:
     """
     height = max(PANEL_SIZE[1] * 0.7, 1.2 + 0.55 * len(runs))
     figure, (seconds_ax, share_ax) = _figure(2, height=height)
+    figure.get_layout_engine().set(wspace=0.06)  # the panels' end tick labels would touch
     rows = np.arange(len(runs))
     table = np.asarray(
         [[run.time_breakdown()[phase] for phase in TIME_PHASES] for run in runs], np.float64
@@ -243,9 +255,9 @@ def plot_time(runs: Sequence[Run]) -> Figure:
         ax.grid(True, axis="x", alpha=0.3)
     for row, (total, run) in enumerate(zip(totals, runs, strict=True)):
         wall = float(run.summary["wall_seconds"])
-        note = f" {total:.2f} s (wall {wall:.1f} s)"
+        note = f" {total:.3g} s (wall {wall:.3g} s)"
         seconds_ax.text(total, row, note, va="center", fontsize="small")
-    seconds_ax.set_xlim(0, max(float(totals.max()), 1e-3) * 1.45)  # room for the notes
+    seconds_ax.set_xlim(0, max(float(totals.max()), 1e-3) * 1.6)  # room for the notes
     seconds_ax.set_xlabel("seconds (mean over ranks, summed over steps)")
     seconds_ax.set_title("Step time by phase")
     share_ax.xaxis.set_major_formatter(PercentFormatter(1.0))

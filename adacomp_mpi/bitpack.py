@@ -19,10 +19,11 @@ def pack_words(values: np.ndarray, width: int) -> np.ndarray:
         return np.zeros(0, np.uint8)
     # Big-endian bytes of each value, unpacked to bits: 8 bits per word byte
     # instead of one uint64 per bit, then the low ``width`` bits are kept.
+    # Contiguous copies before each (un)packbits: both are slow on strided rows.
     nbytes = (width + 7) // 8
     big_endian = values.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 8 - nbytes :]
-    bits = np.unpackbits(big_endian, axis=1)[:, 8 * nbytes - width :]
-    return np.packbits(bits)
+    bits = np.unpackbits(np.ascontiguousarray(big_endian)).reshape(-1, 8 * nbytes)
+    return np.packbits(np.ascontiguousarray(bits[:, 8 * nbytes - width :]))
 
 
 def unpack_words(data: np.ndarray, count: int, width: int) -> np.ndarray:

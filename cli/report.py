@@ -43,7 +43,7 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
       loss.png         training loss vs step and vs cumulative bytes sent
       accuracy.png     test accuracy (each epoch) vs step and vs bytes sent
       compression.png  compression ratio per step, overall and per layer kind
-      time.png         wall time by phase (forward/backward, encode, ...)
+      time.png         step time by phase (forward/backward, encode, ...)
       summary.md       one table row per run (accuracy, ratio, bytes, ...)
 
     \b

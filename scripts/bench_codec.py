@@ -1,0 +1,265 @@
+"""Time the AdaComp codec against one np.add pass over the same array, side by side.
+
+    python scripts/bench_codec.py --sizes 1000000,10000000 --bin-sizes 500,50
+
+For every (size, L_T): one fc tensor spec and a ``CodecState``, a stream of
+heavy-tailed (Student-t) gradients, a few warm-up steps so the residue is in
+steady state, then ``--repeats`` timed rounds. Each round times, in turn,
+``np.add(a, b)`` (allocating), ``np.add(a, b, out=c)``, ``encode`` of the next
+gradient, ``decode`` (allocating) and ``accumulate`` into a reused buffer (the
+exchange's path). The table reports the minimum over rounds and ratios to
+np.add measured in the same run, so a noisy shared machine mostly cancels out.
+
+Density is sent elements / elements over the timed steps; bits per sent element
+counts the index and sign streams only; compression is dense float32 bytes /
+payload bytes, headers included (as in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import platform
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import click
+import numpy as np
+
+from adacomp_mpi import CodecConfig, CodecState, TensorSpec, accumulate, decode, encode, make_state
+from adacomp_mpi.adacomp import _split_bins, bin_maxima
+from adacomp_mpi.indexcoding import METHOD_NAMES, encode_indices
+from adacomp_mpi.wire import parse_payload
+
+
+@dataclass(frozen=True)
+class Row:
+    """One benchmark line: sizes, what was sent, and the best time of each operation."""
+
+    numel: int
+    bin_size: int
+    density: float
+    bits_per_sent: float
+    compression: float
+    add: float
+    add_out: float
+    encode: float
+    decode: float
+    accumulate: float
+
+
+def best(times: list[float]) -> float:
+    return min(times)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def run_case(
+    numel: int,
+    bin_size: int,
+    *,
+    repeats: int,
+    warmup: int,
+    dof: float,
+    coding: str,
+    seed: int,
+    profile: bool = False,
+) -> Row:
+    rng = np.random.default_rng(seed)
+    specs = [TensorSpec("w", numel, kind="fc", bin_size=bin_size)]
+    state = make_state(specs, CodecConfig(index_coding=coding))
+    grads = [(rng.standard_t(dof, numel) * 1e-3).astype(np.float32) for _ in range(3)]
+    a, b = grads[0].copy(), grads[1].copy()
+    c = np.empty_like(a)
+    out = [np.zeros(numel, np.float32)]
+    for step in range(warmup):
+        encode({"w": grads[step % len(grads)]}, state)
+
+    times: dict[str, list[float]] = {k: [] for k in ("add", "add_out", "enc", "dec", "acc")}
+    sent = coded_bytes = payload_bytes = 0
+    for step in range(repeats):
+        grad = grads[(warmup + step) % len(grads)]
+        t, _ = timed(lambda: np.add(a, b))
+        times["add"].append(t)
+        t, _ = timed(lambda: np.add(a, b, out=c))
+        times["add_out"].append(t)
+        t, payload = timed(lambda grad=grad: encode({"w": grad}, state))
+        times["enc"].append(t)
+        t, _ = timed(lambda payload=payload: decode(payload, specs))
+        times["dec"].append(t)
+        out[0].fill(0)
+        t, _ = timed(lambda payload=payload: accumulate(payload, specs, out))
+        times["acc"].append(t)
+        (record,) = parse_payload(payload, specs)
+        sent += record.sent
+        coded_bytes += record.coded.data.size
+        payload_bytes += payload.size
+    if profile:
+        profiler = cProfile.Profile()
+        for step in range(repeats):
+            grad = grads[step % len(grads)]
+            profiler.runcall(encode, {"w": grad}, state)
+        click.echo(f"\n# cProfile of {repeats} encode steps, {numel:,} elements, L_T={bin_size}")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(12)
+        stages = stage_times(state, grads[0], repeats)
+        base = stages["np.add(a, b, out=c)"]
+        click.echo(f"# encode passes, {numel:,} elements, L_T={bin_size} (best of {repeats})")
+        for name, seconds in stages.items():
+            click.echo(f"  {name:24s} {1e3 * seconds:8.2f} ms  {seconds / base:5.2f} x np.add")
+        total = sum(stages.values()) - base
+        click.echo(f"  {'sum of passes':24s} {1e3 * total:8.2f} ms  {total / base:5.2f} x np.add")
+    return Row(
+        numel=numel,
+        bin_size=bin_size,
+        density=sent / (numel * repeats),
+        bits_per_sent=8 * coded_bytes / max(sent, 1),
+        compression=4 * numel * repeats / payload_bytes,
+        add=best(times["add"]),
+        add_out=best(times["add_out"]),
+        encode=best(times["enc"]),
+        decode=best(times["dec"]),
+        accumulate=best(times["acc"]),
+    )
+
+
+def stage_times(state: CodecState, grad: np.ndarray, repeats: int) -> dict[str, float]:
+    """Best time of each NumPy pass that ``select_and_update`` and the index coder
+    make, replayed one by one on copies of the current residue (approximate)."""
+    bin_size = state.specs[0].bin_size
+    residue = state.residues[0].copy()
+    scratch, mask, out = (np.empty(residue.size, t) for t in (np.float32, np.bool_, np.float32))
+    accumulated = residue + grad
+    gmax = bin_maxima(np.abs(accumulated), bin_size)
+    gmax[gmax == 0] = np.inf
+    full_h, _ = _split_bins(scratch, bin_size)
+    full_mask, _ = _split_bins(mask, bin_size)
+    np.abs(accumulated + grad, out=scratch)
+    np.greater_equal(full_h, gmax[: full_h.shape[0], None], out=full_mask)
+    if residue.size % bin_size:
+        mask[full_mask.size :] = scratch[full_mask.size :] >= gmax[-1]
+    indices = np.flatnonzero(mask)
+    values = accumulated[indices]
+    negative = values < 0
+    steps: dict[str, Callable[[], object]] = {
+        "np.add(a, b, out=c)": lambda: np.add(residue, grad, out=out),
+        "G = R + dW (in place)": lambda: np.add(residue, grad, out=out),
+        "|G|": lambda: np.abs(accumulated, out=scratch),
+        "bin maxima (reduceat)": lambda: bin_maxima(scratch, bin_size),
+        "|H| = |G + dW|": lambda: np.abs(np.add(accumulated, grad, out=scratch), out=scratch),
+        "|H| >= gmax": lambda: np.greater_equal(
+            full_h, gmax[: full_h.shape[0], None], out=full_mask
+        ),
+        "flatnonzero(mask)": lambda: np.flatnonzero(mask),
+        "gather G[sent]": lambda: accumulated[indices],
+        "scale (mean |G| sent)": lambda: np.float32(np.abs(values).mean(dtype=np.float64)),
+        "residue scatter": lambda: out.__setitem__(indices, values - np.float32(0.5)),
+        "encode_indices": lambda: encode_indices(
+            indices,
+            negative,
+            bin_size=bin_size,
+            methods=METHOD_NAMES[state.config.index_coding],
+        ),
+    }
+    best_times = dict.fromkeys(steps, float("inf"))
+    for _ in range(repeats):
+        for name, step in steps.items():
+            best_times[name] = min(best_times[name], timed(step)[0])
+    return best_times
+
+
+HEADER = (
+    "| elements | L_T | density | bits/sent | compression | np.add ms | np.add out= ms "
+    "| encode ms | decode ms | accumulate ms | encode/add | encode/add out= "
+    "| decode/add | decode/add out= |"
+)
+
+
+def format_row(row: Row) -> str:
+    ms = 1e3
+    cells = [
+        f"{row.numel:,}",
+        f"{row.bin_size}",
+        f"{100 * row.density:.2f}%",
+        f"{row.bits_per_sent:.2f}",
+        f"{row.compression:.0f}x",
+        f"{ms * row.add:.2f}",
+        f"{ms * row.add_out:.2f}",
+        f"{ms * row.encode:.2f}",
+        f"{ms * row.decode:.2f}",
+        f"{ms * row.accumulate:.2f}",
+        f"{row.encode / row.add:.2f}",
+        f"{row.encode / row.add_out:.2f}",
+        f"{row.decode / row.add:.2f}",
+        f"{row.decode / row.add_out:.2f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def int_list(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part]
+
+
+@click.command()
+@click.option("--sizes", default="1000000,10000000", show_default=True, help="Element counts.")
+@click.option("--bin-sizes", default="500,50", show_default=True, help="L_T values.")
+@click.option("--repeats", default=7, show_default=True, help="Timed rounds (min is kept).")
+@click.option("--warmup", default=6, show_default=True, help="Untimed steps before timing.")
+@click.option("--dof", default=3.0, show_default=True, help="Student-t degrees of freedom.")
+@click.option(
+    "--coding",
+    type=click.Choice(["auto", "fixed", "rice"]),
+    default="auto",
+    show_default=True,
+    help="Index coding.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--profile", is_flag=True, help="Also cProfile the encode steps of every case.")
+def main(
+    sizes: str,
+    bin_sizes: str,
+    repeats: int,
+    warmup: int,
+    dof: float,
+    coding: str,
+    seed: int,
+    profile: bool,
+) -> None:
+    """Print a markdown table of codec times and their ratios to one np.add pass."""
+    click.echo(
+        f"# numpy {np.__version__}, python {platform.python_version()}, "
+        f"{platform.machine()}; repeats {repeats}, warm-up {warmup}, "
+        f"Student-t dof {dof}, coding {coding}"
+    )
+    click.echo(HEADER)
+    click.echo("|" + "---|" * HEADER.count(" | ") + "---|")
+    rows: list[Row] = []
+    for numel in int_list(sizes):
+        for bin_size in int_list(bin_sizes):
+            row = run_case(
+                numel,
+                bin_size,
+                repeats=repeats,
+                warmup=warmup,
+                dof=dof,
+                coding=coding,
+                seed=seed,
+                profile=profile,
+            )
+            rows.append(row)
+            if not profile:
+                click.echo(format_row(row))
+    if profile:  # the table again, after the profiles
+        click.echo(HEADER)
+        click.echo("|" + "---|" * HEADER.count(" | ") + "---|")
+        for row in rows:
+            click.echo(format_row(row))
+
+
+if __name__ == "__main__":
+    main()

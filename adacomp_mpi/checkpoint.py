@@ -140,8 +140,20 @@ def _read_verified(path: Path, name: str, digests: dict[str, str]) -> dict[str, 
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as error:  # any unpickling failure means an unusable file
         raise CheckpointError(
-            f"checkpoint {path}: {name} cannot be loaded safely: {error}"
+            f"checkpoint {path}: {name} cannot be loaded safely: {_load_failure(error)}"
         ) from None
+
+
+def _load_failure(error: Exception) -> str:
+    """One line on why ``torch.load`` refused a file.
+
+    torch's weights-only refusals span paragraphs and advise retrying with
+    ``weights_only=False``, the one thing never to do with a doubtful file;
+    keep only the line naming the refused global.
+    """
+    lines = [" ".join(line.split()) for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line]
+    return (named or lines or [type(error).__name__])[0]
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -41,6 +41,7 @@ INTERESTING_FLOATS = (0.0, -0.0, -1.0, 1e-45, 3.4e38, float("inf"), float("-inf"
 
 # Values inside PayloadError messages (numbers, nan/inf, byte strings), so that
 # messages of one kind are counted together; the tensor name prefix is dropped.
+TENSOR_PREFIX = re.compile(r"^[\w.]+: ")
 MESSAGE_VALUES = re.compile(r"\(magic .*\)$|-?(nan|inf)|-?\d+(\.\d+)?(e[-+]?\d+)?")
 
 
@@ -152,7 +153,8 @@ def check(data: bytes, specs: tuple[TensorSpec, ...]) -> str:
             accumulate(np.frombuffer(data, np.uint8), specs, out)
     except PayloadError as error:
         assert not any(a.any() for a in out), "PayloadError raised after writing output"
-        return "rejected: " + MESSAGE_VALUES.sub("N", str(error).split(": ", 1)[-1])
+        message = TENSOR_PREFIX.sub("", str(error), count=1)
+        return "rejected: " + MESSAGE_VALUES.sub("N", message)
     records = parse_payload(np.frombuffer(data, np.uint8), specs)
     for spec, array, record in zip(specs, out, records, strict=True):
         assert array.shape == (spec.numel,) and array.dtype == np.float32, spec.name

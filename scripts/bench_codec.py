@@ -28,9 +28,7 @@ from dataclasses import dataclass
 import click
 import numpy as np
 
-from adacomp_mpi import CodecConfig, CodecState, TensorSpec, accumulate, decode, encode, make_state
-from adacomp_mpi.adacomp import _split_bins, bin_maxima
-from adacomp_mpi.indexcoding import METHOD_NAMES, encode_indices
+from adacomp_mpi import CodecConfig, TensorSpec, accumulate, decode, encode, make_state
 from adacomp_mpi.wire import parse_payload
 
 
@@ -113,13 +111,6 @@ def run_case(
             profiler.runcall(encode, {"w": grad}, state)
         click.echo(f"\n# cProfile of {repeats} encode steps, {numel:,} elements, L_T={bin_size}")
         pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(12)
-        stages = stage_times(state, grads[0], repeats)
-        base = stages["np.add(a, b, out=c)"]
-        click.echo(f"# encode passes, {numel:,} elements, L_T={bin_size} (best of {repeats})")
-        for name, seconds in stages.items():
-            click.echo(f"  {name:24s} {1e3 * seconds:8.2f} ms  {seconds / base:5.2f} x np.add")
-        total = sum(stages.values()) - base
-        click.echo(f"  {'sum of passes':24s} {1e3 * total:8.2f} ms  {total / base:5.2f} x np.add")
     return Row(
         numel=numel,
         bin_size=bin_size,
@@ -132,51 +123,6 @@ def run_case(
         decode=best(times["dec"]),
         accumulate=best(times["acc"]),
     )
-
-
-def stage_times(state: CodecState, grad: np.ndarray, repeats: int) -> dict[str, float]:
-    """Best time of each NumPy pass that ``select_and_update`` and the index coder
-    make, replayed one by one on copies of the current residue (approximate)."""
-    bin_size = state.specs[0].bin_size
-    residue = state.residues[0].copy()
-    scratch, mask, out = (np.empty(residue.size, t) for t in (np.float32, np.bool_, np.float32))
-    accumulated = residue + grad
-    gmax = bin_maxima(np.abs(accumulated), bin_size)
-    gmax[gmax == 0] = np.inf
-    full_h, _ = _split_bins(scratch, bin_size)
-    full_mask, _ = _split_bins(mask, bin_size)
-    np.abs(accumulated + grad, out=scratch)
-    np.greater_equal(full_h, gmax[: full_h.shape[0], None], out=full_mask)
-    if residue.size % bin_size:
-        mask[full_mask.size :] = scratch[full_mask.size :] >= gmax[-1]
-    indices = np.flatnonzero(mask)
-    values = accumulated[indices]
-    negative = values < 0
-    steps: dict[str, Callable[[], object]] = {
-        "np.add(a, b, out=c)": lambda: np.add(residue, grad, out=out),
-        "G = R + dW (in place)": lambda: np.add(residue, grad, out=out),
-        "|G|": lambda: np.abs(accumulated, out=scratch),
-        "bin maxima (reduceat)": lambda: bin_maxima(scratch, bin_size),
-        "|H| = |G + dW|": lambda: np.abs(np.add(accumulated, grad, out=scratch), out=scratch),
-        "|H| >= gmax": lambda: np.greater_equal(
-            full_h, gmax[: full_h.shape[0], None], out=full_mask
-        ),
-        "flatnonzero(mask)": lambda: np.flatnonzero(mask),
-        "gather G[sent]": lambda: accumulated[indices],
-        "scale (mean |G| sent)": lambda: np.float32(np.abs(values).mean(dtype=np.float64)),
-        "residue scatter": lambda: out.__setitem__(indices, values - np.float32(0.5)),
-        "encode_indices": lambda: encode_indices(
-            indices,
-            negative,
-            bin_size=bin_size,
-            methods=METHOD_NAMES[state.config.index_coding],
-        ),
-    }
-    best_times = dict.fromkeys(steps, float("inf"))
-    for _ in range(repeats):
-        for name, step in steps.items():
-            best_times[name] = min(best_times[name], timed(step)[0])
-    return best_times
 
 
 HEADER = (

@@ -95,8 +95,10 @@ class _Staging:
 
 
 def _prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints."""
-    for old in sorted(_checkpoint_dirs(root))[:-keep]:
+    """Delete all but the newest ``keep`` checkpoints, and staging directories
+    that a crashed writer left behind (only rank 0 of one job writes here)."""
+    stale = [p for p in root.glob(".step-*.tmp-*") if p.is_dir()]
+    for old in [*sorted(_checkpoint_dirs(root))[:-keep], *stale]:
         shutil.rmtree(old, ignore_errors=True)
 
 

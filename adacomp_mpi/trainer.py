@@ -246,23 +246,33 @@ class Trainer:
         get_logger().info("checkpoint written: %s", path)
 
     def restore(self, common: dict[str, Any], rank_state: dict[str, Any]) -> None:
-        """Load a checkpoint's state; refuse one whose trajectory options differ."""
-        saved = common["config"]
-        changed = [k for k in TRAJECTORY_OPTIONS if saved.get(k) != self.config.to_dict()[k]]
+        """Load a checkpoint's state; refuse one whose trajectory options differ
+        or whose content does not fit this model (CheckpointError, exit 2)."""
+        try:
+            self._check_trajectory(common["config"])
+            self.model.load_state_dict(common["model"])
+            self.optimizer.load_state_dict(common["optimizer"])
+            self.position = Position(**common["position"])
+            self.totals = Totals(**common["totals"])
+            codec = dict(rank_state["codec"])
+            codec["residues"] = {k: v.numpy() for k, v in codec["residues"].items()}
+            self.codec_state.load_state_dict(codec)
+            self.exchange.bytes_sent = int(rank_state["bytes_sent"])
+            torch.set_rng_state(rank_state["torch_rng"])
+        except checkpoint.CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise checkpoint.CheckpointError(
+                f"checkpoint does not fit this run: {message}"
+            ) from None
+
+    def _check_trajectory(self, saved: dict[str, Any]) -> None:
+        current = self.config.to_dict()
+        changed = [k for k in TRAJECTORY_OPTIONS if saved.get(k) != current[k]]
         if changed:
-            details = ", ".join(
-                f"{k}: {saved.get(k)!r} -> {self.config.to_dict()[k]!r}" for k in changed
-            )
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
             raise checkpoint.CheckpointError(f"resume would change the training run ({details})")
-        self.model.load_state_dict(common["model"])
-        self.optimizer.load_state_dict(common["optimizer"])
-        self.position = Position(**common["position"])
-        self.totals = Totals(**common["totals"])
-        codec = dict(rank_state["codec"])
-        codec["residues"] = {k: v.numpy() for k, v in codec["residues"].items()}
-        self.codec_state.load_state_dict(codec)
-        self.exchange.bytes_sent = int(rank_state["bytes_sent"])
-        torch.set_rng_state(rank_state["torch_rng"])
 
 
 def _check_config(config: TrainConfig) -> None:

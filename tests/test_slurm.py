@@ -13,6 +13,7 @@ Needs root and the Debian packages slurmd slurmctld slurm-client munge
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -190,5 +191,159 @@ def test_cpu_sbatch_runs_adacomp_on_slurm(cluster: Cluster, tmp_path: Path, laun
     print(
         f"SLURM job {job_id} ({launcher}, {epochs} epochs): {elapsed:.1f}s, "
         f"steps {summary['steps']}, ratio {summary['compression_ratio']:.1f}, "
+        f"accuracy {summary['test_accuracy']:.3f}"
+    )
+
+
+REQUEUE_SBATCH = SCRIPTS / "slurm" / "requeue.sbatch"
+REQUEUE_EPOCHS = 10  # x 23 steps with 4 ranks: about 10 s of training on an idle 2-core machine
+REQUEUE_TIMEOUT_S = 180  # the whole test, cluster start-up aside
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
+
+
+def _job(cluster: Cluster, job_id: str) -> dict[str, str]:
+    """`scontrol show job` as a dict (JobState, Reason, Restarts, ...)."""
+    show = run(["scontrol", "-o", "show", "job", job_id], env=cluster.env, timeout=15, check=False)
+    return dict(f.split("=", 1) for f in show.stdout.split() if "=" in f)
+
+
+def _step_files(cluster: Cluster, job_id: str) -> list[str]:
+    """What slurmd's spool directory still holds for the job's steps (sockets,
+    step files): empty once every slurmstepd of the job has finished."""
+    pattern = re.compile(rf"(^|[._]){job_id}\.|^job0*{job_id}$")
+    spool = cluster.root / "spool"
+    return sorted(p.name for p in spool.iterdir() if pattern.search(p.name))
+
+
+def _step_records(metrics: Path) -> list[dict]:
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line being written
+            continue
+    return records
+
+
+@pytest.mark.timeout(200)
+def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_path: Path):
+    """scripts/slurm/requeue.sbatch: SIGUSR1 to the ranks -> checkpoint, exit 75,
+    scontrol requeue; the job runs again under the same id, resumes and completes
+    with the same number of steps as an uninterrupted run."""
+    t0 = time.monotonic()
+    deadline = t0 + REQUEUE_TIMEOUT_S
+    export = ",".join(
+        [
+            "ALL",
+            f"ADACOMP_VENV={VENV}",
+            "ADACOMP_LAUNCHER=srun",
+            f"ADACOMP_EPOCHS={REQUEUE_EPOCHS}",
+            "ADACOMP_CHECKPOINT_EVERY=1epoch",
+        ]
+    )
+    sub = run(
+        [
+            "sbatch",
+            "--parsable",
+            "--nodes=1",
+            "--ntasks=4",
+            "--ntasks-per-node=4",
+            "--time=5",
+            f"--export={export}",
+            str(REQUEUE_SBATCH),
+        ],
+        env=cluster.env,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    job_id = sub.stdout.strip().split(";")[0]
+    assert job_id.isdigit(), sub.stdout
+    out_file = tmp_path / f"adacomp-{job_id}.out"
+    run_dir = tmp_path / "runs" / job_id
+    metrics = run_dir / "metrics.jsonl"
+
+    def give_up(message: str) -> None:
+        run(["scancel", job_id], env=cluster.env, timeout=15, check=False)
+        pytest.fail(
+            f"job {job_id}: {message} after {time.monotonic() - t0:.0f}s\n"
+            f"scontrol: {_job(cluster, job_id)}\n--- job output\n{tail(out_file)}\n{cluster.logs()}"
+        )
+
+    # 1. Training is under way: some steps in metrics.jsonl.
+    while not any(r.get("type") == "step" and r["step"] >= 3 for r in _step_records(metrics)):
+        if _job(cluster, job_id).get("JobState") in ENDED:
+            give_up("ended before it was signalled")
+        if time.monotonic() > deadline:
+            give_up("no training steps")
+        time.sleep(0.5)
+    t_signal = time.monotonic()
+
+    # 2. SIGUSR1 to every task of the job's steps, as --signal=USR1@120 sends it
+    # before the time limit. Neither --batch nor --full: those would signal the
+    # batch shell (only it, or it as well), and bash dies of SIGUSR1.
+    run(["scancel", "--signal=USR1", job_id], env=cluster.env, timeout=15)
+
+    # 3. The trainer checkpoints and exits 75, the script requeues the job.
+    # Slurm holds a requeued job back (Reason=BeginTime, about 2 min ahead); start
+    # it now, but only once the first run's step daemons are gone: the new run's
+    # step has the same id (<job>.0) on the same node, and an old slurmstepd
+    # cleaning up late removes the new one's PMI-2 socket (seen: "mpi/pmi2:
+    # failed to send temp kvs", the step killed at MPI_Finalize).
+    t_requeued = None
+    started_now = False
+    while True:
+        job = _job(cluster, job_id)
+        state, reason = job.get("JobState", ""), job.get("Reason", "")
+        if t_requeued is None and int(job.get("Restarts", "0")) >= 1:
+            t_requeued = time.monotonic()
+        if (
+            t_requeued is not None
+            and state == "PENDING"
+            and not started_now
+            and not _step_files(cluster, job_id)
+        ):
+            if reason == "BeginTime":
+                run(
+                    ["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
+                    env=cluster.env,
+                    timeout=15,
+                )
+                started_now = True
+            elif reason.startswith("JobHeld"):
+                run(["scontrol", "release", job_id], env=cluster.env, timeout=15)
+                started_now = True
+        if state in ENDED:
+            break
+        if time.monotonic() > deadline:
+            give_up(f"still {state} ({reason}), requeued: {t_requeued is not None}")
+        time.sleep(0.5)
+    t_end = time.monotonic()
+
+    log = out_file.read_text(errors="replace")
+    assert t_requeued is not None and job.get("Restarts") == "1", (
+        f"job {job_id} was not requeued once: {job}\n--- job output\n{tail(out_file)}"
+    )
+    assert state == "COMPLETED", f"job {job_id} ended {state}\n--- job output\n{tail(out_file)}"
+    # --open-mode=append: the log holds both runs.
+    assert "preempted (" in log, tail(out_file)
+    assert f"requeueing job {job_id}" in log, tail(out_file)
+    assert "resumed from" in log, tail(out_file)
+
+    summary = _check_summary(run_dir / "summary.json", out_file)
+    records = _step_records(metrics)
+    first_epoch = next(r for r in records if r.get("type") == "epoch" and r["epoch"] == 0)
+    steps_per_epoch = first_epoch["step"]
+    assert summary["steps"] == REQUEUE_EPOCHS * steps_per_epoch
+    # Every step recorded exactly once across the two runs.
+    steps = sorted(r["step"] for r in records if r.get("type") == "step")
+    assert steps == list(range(1, summary["steps"] + 1))
+    print(
+        f"SLURM requeue job {job_id}: signalled at {t_signal - t0:.1f}s, requeued "
+        f"{t_requeued - t_signal:.1f}s later, completed at {t_end - t0:.1f}s; "
+        f"steps {summary['steps']} ({REQUEUE_EPOCHS} x {steps_per_epoch}), "
         f"accuracy {summary['test_accuracy']:.3f}"
     )

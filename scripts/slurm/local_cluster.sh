@@ -87,9 +87,14 @@ start() {
     ctld_port=${SLURMCTLD_PORT:-$(pick_port)}
     d_port=${SLURMD_PORT:-$(pick_port)}
     [ "$ctld_port" != "$d_port" ] || d_port=$((ctld_port + 1))
+    # MPICH names its shared-memory segments after the job and step id; a fresh
+    # cluster starting again at job 1 would meet the segments a killed job 1 of
+    # an earlier cluster left in /dev/shm. Start each cluster at a random id.
+    first_job_id=$((1000 + RANDOM * 30 + RANDOM % 30))
 
     cat >"$dir/slurm.conf" <<CONF
 ClusterName=local
+FirstJobId=$first_job_id
 SlurmctldHost=$host
 SlurmctldPort=$ctld_port
 SlurmdPort=$d_port

@@ -115,9 +115,9 @@ def cluster():
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _submit_and_wait(cluster: Cluster, workdir: Path, exports: dict[str, str]) -> tuple[str, float]:
+def _submit(cluster: Cluster, script: Path, workdir: Path, exports: dict[str, str]) -> str:
+    """sbatch ``script`` on one node with 4 tasks; returns the job id."""
     export = ",".join(["ALL", *(f"{k}={v}" for k, v in exports.items())])
-    t0 = time.monotonic()
     sub = run(
         [
             "sbatch",
@@ -127,7 +127,7 @@ def _submit_and_wait(cluster: Cluster, workdir: Path, exports: dict[str, str]) -
             "--ntasks-per-node=4",
             "--time=5",
             f"--export={export}",
-            str(CPU_SBATCH),
+            str(script),
         ],
         env=cluster.env,
         cwd=workdir,
@@ -135,6 +135,12 @@ def _submit_and_wait(cluster: Cluster, workdir: Path, exports: dict[str, str]) -
     )
     job_id = sub.stdout.strip().split(";")[0]
     assert job_id.isdigit(), sub.stdout
+    return job_id
+
+
+def _submit_and_wait(cluster: Cluster, workdir: Path, exports: dict[str, str]) -> tuple[str, float]:
+    t0 = time.monotonic()
+    job_id = _submit(cluster, CPU_SBATCH, workdir, exports)
 
     state = ""
     deadline = t0 + JOB_TIMEOUT_S
@@ -236,32 +242,13 @@ def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_p
     with the same number of steps as an uninterrupted run."""
     t0 = time.monotonic()
     deadline = t0 + REQUEUE_TIMEOUT_S
-    export = ",".join(
-        [
-            "ALL",
-            f"ADACOMP_VENV={VENV}",
-            "ADACOMP_LAUNCHER=srun",
-            f"ADACOMP_EPOCHS={REQUEUE_EPOCHS}",
-            "ADACOMP_CHECKPOINT_EVERY=1epoch",
-        ]
-    )
-    sub = run(
-        [
-            "sbatch",
-            "--parsable",
-            "--nodes=1",
-            "--ntasks=4",
-            "--ntasks-per-node=4",
-            "--time=5",
-            f"--export={export}",
-            str(REQUEUE_SBATCH),
-        ],
-        env=cluster.env,
-        cwd=tmp_path,
-        timeout=30,
-    )
-    job_id = sub.stdout.strip().split(";")[0]
-    assert job_id.isdigit(), sub.stdout
+    exports = {
+        "ADACOMP_VENV": str(VENV),
+        "ADACOMP_LAUNCHER": "srun",
+        "ADACOMP_EPOCHS": str(REQUEUE_EPOCHS),
+        "ADACOMP_CHECKPOINT_EVERY": "1epoch",
+    }
+    job_id = _submit(cluster, REQUEUE_SBATCH, tmp_path, exports)
     out_file = tmp_path / f"adacomp-{job_id}.out"
     run_dir = tmp_path / "runs" / job_id
     metrics = run_dir / "metrics.jsonl"

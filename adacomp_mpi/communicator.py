@@ -108,10 +108,5 @@ def mpi_library_version() -> str:
     return MPI.Get_library_version().strip().splitlines()[0]
 
 
-def world_communicator() -> Communicator:
-    """MPI's world when mpi4py is usable, else the one-process stand-in."""
-    return MpiCommunicator()
-
-
 def hostname() -> str:
     return socket.gethostname()

@@ -202,6 +202,7 @@ def test_cpu_sbatch_runs_adacomp_on_slurm(cluster: Cluster, tmp_path: Path, laun
 
 
 REQUEUE_SBATCH = SCRIPTS / "slurm" / "requeue.sbatch"
+REQUEUE_SETTLE_S = 5  # seconds between the requeue and forcing the restart
 REQUEUE_EPOCHS = 10  # x 23 steps with 4 ranks: about 10 s of training on an idle 2-core machine
 REQUEUE_TIMEOUT_S = 180  # the whole test, cluster start-up aside
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
@@ -279,7 +280,10 @@ def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_p
     # it now, but only once the first run's step daemons are gone: the new run's
     # step has the same id (<job>.0) on the same node, and an old slurmstepd
     # cleaning up late removes the new one's PMI-2 socket (seen: "mpi/pmi2:
-    # failed to send temp kvs", the step killed at MPI_Finalize).
+    # failed to send temp kvs", the step killed at MPI_Finalize). Wait a few
+    # seconds more: once, after other jobs on the same cluster, a restart forced
+    # within a second of the requeue ended FAILED before its script printed
+    # anything (likely slurmd still holding the first run's revoked credential).
     t_requeued = None
     started_now = False
     while True:
@@ -292,6 +296,7 @@ def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_p
             and state == "PENDING"
             and not started_now
             and not _step_files(cluster, job_id)
+            and time.monotonic() - t_requeued >= REQUEUE_SETTLE_S
         ):
             if reason == "BeginTime":
                 run(

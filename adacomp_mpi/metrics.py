@@ -87,18 +87,26 @@ def ratio(dense: float, sent: float) -> float | None:
     return dense / sent if sent else None
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a metrics.jsonl, even one still being written
+    or cut short by a crash (a partial last line is skipped); [] if unreadable."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
 def _records_up_to(path: Path, step: int) -> bytes:
     """The lines of an earlier session that a resume from ``step`` keeps."""
-    if not path.exists():
-        return b""
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line + "\n")
-        except ValueError:
-            continue  # a line cut short by a crash
-    return "".join(kept).encode()
+    kept = [r for r in read_records(path) if r.get("step", 0) <= step]
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode()
 
 
 @dataclass

@@ -30,6 +30,8 @@ from typing import Any
 
 import click
 
+from adacomp_mpi.metrics import read_records
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KINDS = ("conv", "fc", "recurrent", "embedding", "other")
@@ -182,17 +184,11 @@ def display(command: list[str], env: tuple[tuple[str, str], ...]) -> str:
 
 def epoch_records(metrics: Path) -> list[dict[str, Any]]:
     keep = ("epoch", "step", "train_loss", "test_loss", "test_accuracy", "test_perplexity")
-    if not metrics.exists():
-        return []
-    records = []
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("type") == "epoch":
-            records.append({k: record[k] for k in keep if k in record})
-    return records
+    return [
+        {k: record[k] for k in keep if k in record}
+        for record in read_records(metrics)
+        if record.get("type") == "epoch"
+    ]
 
 
 def execute(

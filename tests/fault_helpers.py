@@ -9,7 +9,6 @@ for a fixed time and nothing can hang.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -22,6 +21,8 @@ from typing import TypeVar
 
 import pytest
 from mpi_util import mpiexec
+
+from adacomp_mpi.metrics import read_records
 
 T = TypeVar("T")
 POLL_SECONDS = 0.05
@@ -73,17 +74,7 @@ def parse_rank_pids(text: str) -> dict[int, int]:
 
 def step_records(metrics: Path) -> list[dict]:
     """The complete ``type: step`` lines of a metrics.jsonl written so far."""
-    if not metrics.exists():
-        return []
-    records = []
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # the line being written
-        if record.get("type") == "step":
-            records.append(record)
-    return records
+    return [r for r in read_records(metrics) if r.get("type") == "step"]
 
 
 @dataclass

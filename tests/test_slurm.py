@@ -32,6 +32,8 @@ from cluster_helpers import (
     tail,
 )
 
+from adacomp_mpi.metrics import read_records
+
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
 
 SLURM_TOOLS = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo"]
@@ -222,20 +224,6 @@ def _step_files(cluster: Cluster, job_id: str) -> list[str]:
     return sorted(p.name for p in spool.iterdir() if pattern.search(p.name))
 
 
-def _step_records(metrics: Path) -> list[dict]:
-    try:
-        lines = metrics.read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:  # a line being written
-            continue
-    return records
-
-
 @pytest.mark.timeout(200)
 def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_path: Path):
     """scripts/slurm/requeue.sbatch: SIGUSR1 to the ranks -> checkpoint, exit 75,
@@ -262,7 +250,7 @@ def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_p
         )
 
     # 1. Training is under way: some steps in metrics.jsonl.
-    while not any(r.get("type") == "step" and r["step"] >= 3 for r in _step_records(metrics)):
+    while not any(r.get("type") == "step" and r["step"] >= 3 for r in read_records(metrics)):
         if _job(cluster, job_id).get("JobState") in ENDED:
             give_up("ended before it was signalled")
         if time.monotonic() > deadline:
@@ -326,7 +314,7 @@ def test_requeue_sbatch_checkpoints_requeues_and_resumes(cluster: Cluster, tmp_p
     assert "resumed from" in log, tail(out_file)
 
     summary = _check_summary(run_dir / "summary.json", out_file)
-    records = _step_records(metrics)
+    records = read_records(metrics)
     first_epoch = next(r for r in records if r.get("type") == "epoch" and r["epoch"] == 0)
     steps_per_epoch = first_epoch["step"]
     assert summary["steps"] == REQUEUE_EPOCHS * steps_per_epoch

@@ -7,27 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .metrics import KIND_FIELDS, codec_rates, kind_ratios, ratio
+from .metrics import codec_rates, kind_ratios, ratio
 
 if TYPE_CHECKING:
     from .trainer import Launch, Trainer
-
-
-def _kind_counters(trainer: Trainer) -> dict[str, dict[str, float]]:
-    """Collective: the codec's per-kind counters for the whole run, summed over ranks."""
-    kinds = sorted({spec.kind for spec in trainer.codec_state.specs})
-    local = [
-        float(getattr(trainer.codec_state.by_kind[kind], name))
-        for kind in kinds
-        for name in KIND_FIELDS
-    ]
-    values = np.asarray(local, np.float64)
-    trainer.comm.allreduce_sum(values)
-    rows = values.reshape(len(kinds), len(KIND_FIELDS))
-    return {
-        kind: dict(zip(KIND_FIELDS, row.tolist(), strict=True))
-        for kind, row in zip(kinds, rows, strict=True)
-    }
 
 
 def build_summary(
@@ -40,9 +23,9 @@ def build_summary(
     wall_seconds: float,
     digests: list[str],
 ) -> dict[str, Any]:
-    """Collective: every rank must call it (it sums counters across ranks)."""
+    """From the run's totals, already summed over ranks step by step."""
     config, comm, totals = trainer.config, trainer.comm, trainer.totals
-    by_kind = _kind_counters(trainer)
+    by_kind = totals.by_kind
     dense_mode = config.compression == "none"
     summary: dict[str, Any] = {
         "world_size": comm.size,

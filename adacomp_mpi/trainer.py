@@ -12,7 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -139,6 +139,7 @@ class Totals:
     dense_bytes: float = 0.0
     skipped_steps: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    by_kind: dict[str, dict[str, float]] = field(default_factory=dict)  # codec counters
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "position": vars(self.position).copy(),
-                "totals": {**vars(self.totals), "seconds": dict(self.totals.seconds)},
+                "totals": asdict(self.totals),
                 "config": self.config.to_dict(),
             },
             rank_state={
@@ -368,6 +369,10 @@ class Loop:
         totals.dense_bytes += dense_bytes
         for phase, seconds in summed.seconds.items():
             totals.seconds[phase] = totals.seconds.get(phase, 0.0) + seconds
+        for kind, counters in summed.by_kind.items():
+            running = totals.by_kind.setdefault(kind, dict.fromkeys(counters, 0.0))
+            for name, value in counters.items():
+                running[name] += value
         record = step_record(
             step=trainer.step,
             epoch=trainer.position.epoch,

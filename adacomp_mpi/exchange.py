@@ -107,13 +107,14 @@ class DenseExchange:
     def __init__(self, *, comm: Communicator, state: CodecState) -> None:
         self.comm = comm
         self.bytes_sent = 0
-        self._flat = np.empty(sum(s.numel for s in state.specs), np.float32)
+        self._offsets = np.cumsum([0, *(s.numel for s in state.specs)])
+        self._flat = np.empty(int(self._offsets[-1]), np.float32)
 
     def average(
         self, grads: Sequence[np.ndarray], *, dense: bool = False, finite: bool = True
     ) -> StepTraffic:
         started = time.perf_counter()
-        offsets = np.cumsum([0, *(g.size for g in grads)])
+        offsets = self._offsets
         for grad, start, stop in zip(grads, offsets[:-1], offsets[1:], strict=True):
             self._flat[start:stop] = grad
         packed = time.perf_counter()

@@ -1,11 +1,27 @@
-"""adacomp-mpi: data-parallel PyTorch training with AdaComp gradient compression over MPI."""
+"""adacomp-mpi: data-parallel PyTorch training with AdaComp gradient compression over MPI.
+
+The subpackages follow one training step's data flow: ``train`` (torch: the
+model, gradients, loop, optimizer) hands gradients to ``codec`` (pure NumPy:
+encode/decode), ``dist`` (MPI: the exchange of payloads) averages them across
+ranks, and ``report`` reads what a run wrote. The codec's public API is
+re-exported here.
+"""
 
 __version__ = "0.1.0"
 
-from .codec import accumulate, decode, decode_mean, encode
-from .errors import PayloadError
-from .specs import DEFAULT_BIN_SIZES, CompressionPolicy, TensorSpec
-from .state import CodecConfig, CodecState, make_state
+from .codec import (
+    DEFAULT_BIN_SIZES,
+    CodecConfig,
+    CodecState,
+    CompressionPolicy,
+    PayloadError,
+    TensorSpec,
+    accumulate,
+    decode,
+    decode_mean,
+    encode,
+    make_state,
+)
 
 __all__ = [
     "DEFAULT_BIN_SIZES",

@@ -37,8 +37,8 @@ def _cuda() -> dict[str, Any]:
 
 def gather_environment() -> dict[str, Any]:
     """Collective under MPI: every rank reports its hostname."""
-    from adacomp_mpi.communicator import MpiCommunicator, hostname
-    from adacomp_mpi.runinfo import library_versions
+    from adacomp_mpi.dist.communicator import MpiCommunicator, hostname
+    from adacomp_mpi.train.runinfo import library_versions
 
     comm = MpiCommunicator()
     hostnames = comm.allgather_object(hostname())

@@ -52,7 +52,8 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
       mpiexec -n 4 adacomp-train --output-dir runs/adacomp
       adacomp-train report runs/dense runs/adacomp --out runs/compare
     """
-    from adacomp_mpi.report import ReportError, write_report
+    from adacomp_mpi.report.schema import ReportError
+    from adacomp_mpi.report.write import write_report
 
     try:
         written = write_report(run_dirs, out_dir=out_dir)

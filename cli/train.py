@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from adacomp_mpi.adacomp import SCALE_RULES
-from adacomp_mpi.config import TrainConfig
-from adacomp_mpi.errors import StopTraining, UsageError
-from adacomp_mpi.exchange import EXCHANGES
-from adacomp_mpi.indexcoding import METHOD_NAMES
-from adacomp_mpi.optim import OPTIMIZERS
+from adacomp_mpi.codec.indexcoding import METHOD_NAMES
+from adacomp_mpi.codec.selection import SCALE_RULES
+from adacomp_mpi.common.errors import StopTraining, UsageError
+from adacomp_mpi.dist.exchange import EXCHANGES
+from adacomp_mpi.train.config import TrainConfig
+from adacomp_mpi.train.optim import OPTIMIZERS
 
 from .common import fail
 from .configfile import apply_config
@@ -146,10 +146,10 @@ def run(config: TrainConfig) -> None:
     gradient; 75 preempted with a checkpoint written; anything unexpected on
     any rank aborts the whole job (MPI_Abort, exit 1).
     """
-    from adacomp_mpi.communicator import MpiCommunicator
-    from adacomp_mpi.log import setup_logging
-    from adacomp_mpi.signals import StopRequest
-    from adacomp_mpi.trainer import train as run_training
+    from adacomp_mpi.common.log import setup_logging
+    from adacomp_mpi.dist.communicator import MpiCommunicator
+    from adacomp_mpi.train.run import train as run_training
+    from adacomp_mpi.train.signals import StopRequest
 
     stop = StopRequest()
     stop.install()

@@ -29,7 +29,7 @@ import click
 import numpy as np
 
 from adacomp_mpi import CodecConfig, TensorSpec, accumulate, decode, encode, make_state
-from adacomp_mpi.wire import parse_payload
+from adacomp_mpi.codec.wire import parse_payload
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def run_case(
     grads = [(rng.standard_t(dof, numel) * 1e-3).astype(np.float32) for _ in range(3)]
     a, b = grads[0].copy(), grads[1].copy()
     c = np.empty_like(a)
-    out = [np.zeros(numel, np.float32)]
+    out = {"w": np.zeros(numel, np.float32)}
     for step in range(warmup):
         encode({"w": grads[step % len(grads)]}, state)
 
@@ -97,7 +97,7 @@ def run_case(
         times["enc"].append(t)
         t, _ = timed(lambda payload=payload: decode(payload, specs))
         times["dec"].append(t)
-        out[0].fill(0)
+        out["w"].fill(0)
         t, _ = timed(lambda payload=payload: accumulate(payload, specs, out))
         times["acc"].append(t)
         (record,) = parse_payload(payload, specs)

@@ -32,7 +32,7 @@ import click
 import numpy as np
 
 from adacomp_mpi import CodecConfig, PayloadError, TensorSpec, accumulate, encode, make_state
-from adacomp_mpi.wire import HEADER, HEADER_BYTES, RECORD_HEADER_BYTES, parse_payload
+from adacomp_mpi.codec.wire import HEADER, HEADER_BYTES, RECORD_HEADER_BYTES, parse_payload
 
 RECORD_FIELDS = ((0, "<B"), (1, "<B"), (2, "<H"), (4, "<I"), (8, "<I"), (12, "<f"), (16, "<I"))
 INTERESTING_INTS = (0, 1, 2, 7, 8, 31, 32, 33, 63, 64, 255, 256, 2**15, 2**16 - 1, 2**31, 2**32 - 1)
@@ -147,16 +147,16 @@ def mutate(rng: np.random.Generator, sample: Sample, donor: Sample) -> bytes:
 
 def check(data: bytes, specs: tuple[TensorSpec, ...]) -> str:
     """'accepted' or 'rejected: <message shape>'; raises AssertionError on a bad result."""
-    out = [np.zeros(s.numel, np.float32) for s in specs]
+    out = {s.name: np.zeros(s.numel, np.float32) for s in specs}
     try:
         with np.errstate(all="ignore"):  # dense records may carry nan/inf bits
             accumulate(np.frombuffer(data, np.uint8), specs, out)
     except PayloadError as error:
-        assert not any(a.any() for a in out), "PayloadError raised after writing output"
+        assert not any(a.any() for a in out.values()), "PayloadError raised after writing output"
         message = TENSOR_PREFIX.sub("", str(error), count=1)
         return "rejected: " + MESSAGE_VALUES.sub("N", message)
     records = parse_payload(np.frombuffer(data, np.uint8), specs)
-    for spec, array, record in zip(specs, out, records, strict=True):
+    for spec, array, record in zip(specs, out.values(), records, strict=True):
         assert array.shape == (spec.numel,) and array.dtype == np.float32, spec.name
         # a dense record carries raw float32 values; a coded one only +-scale
         assert record.coded is None or np.isfinite(array).all(), f"{spec.name}: non-finite"

@@ -30,7 +30,7 @@ from typing import Any
 
 import click
 
-from adacomp_mpi.metrics import read_records
+from adacomp_mpi.report.runs import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -297,10 +297,10 @@ class Pair:
 
 def kind_elements(setting: Setting, config: dict[str, Any], data_dir: Path) -> dict[str, dict]:
     """Per layer kind: parameters, how many are compressed (the rest go dense)."""
+    from adacomp_mpi.codec.specs import CompressionPolicy
     from adacomp_mpi.datasets import load_dataset
-    from adacomp_mpi.layers import gradient_specs
     from adacomp_mpi.models import ModelInputs, build_model
-    from adacomp_mpi.specs import CompressionPolicy
+    from adacomp_mpi.train.layers import gradient_specs
 
     saved = {k: os.environ.get(k) for k, _ in setting.env}
     os.environ.update(dict(setting.env))

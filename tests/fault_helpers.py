@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 from mpi_util import mpiexec
 
-from adacomp_mpi.metrics import read_records
+from adacomp_mpi.report.runs import read_records
 
 T = TypeVar("T")
 POLL_SECONDS = 0.05

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adacomp_mpi.bitpack import (
+from adacomp_mpi.codec.bitpack import (
     pack_bits,
     pack_unary,
     pack_words,

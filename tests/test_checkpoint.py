@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from adacomp_mpi import checkpoint
-from adacomp_mpi.checkpoint import CheckpointError
-from adacomp_mpi.communicator import LocalCommunicator
-from adacomp_mpi.errors import UsageError
+from adacomp_mpi.common.errors import UsageError
+from adacomp_mpi.dist.communicator import LocalCommunicator
+from adacomp_mpi.train import checkpoint
+from adacomp_mpi.train.checkpoint import CheckpointError
 
 COMM = LocalCommunicator()
 
@@ -26,15 +26,14 @@ def common_state(step: int) -> dict[str, Any]:
     return {
         "model": {"0.weight": torch.randn(4, 3, generator=generator), "0.bias": torch.zeros(4)},
         "optimizer": {"state": {}, "param_groups": [{"lr": 0.05, "params": [0, 1]}]},
-        "position": {"step": step, "epoch": 0, "batch": step},
+        "ledger": {"position": {"step": step, "epoch": 0, "batch": step}},
         "config": {"seed": 0, "model": "mlp"},
     }
 
 
 def rank_state(step: int) -> dict[str, Any]:
     return {
-        "codec": {"residues": {"0.weight": torch.full((12,), float(step))}, "steps": step},
-        "bytes_sent": 100 * step,
+        "codec": {"residues": {"0.weight": torch.full((12,), float(step))}},
         "torch_rng": torch.get_rng_state(),
     }
 
@@ -128,7 +127,7 @@ def test_latest_ignores_staging_incomplete_and_foreign_directories(tmp_path: Pat
     (garbage / "manifest.json").write_text('{"format_version": 1, "sha')
     future = tmp_path / "step-00000060"
     future.mkdir()
-    (future / "manifest.json").write_text(json.dumps({"format_version": 2, "sha256": {}}))
+    (future / "manifest.json").write_text(json.dumps({"format_version": 99, "sha256": {}}))
     (tmp_path / "step-00000070").write_text("a file, not a directory")
     (tmp_path / "step-80").mkdir()
     assert checkpoint.latest(tmp_path) == good
@@ -154,7 +153,7 @@ def test_a_crash_before_the_manifest_keeps_the_previous_checkpoint(
     assert checkpoint.latest(tmp_path) == previous
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
     common, _ = checkpoint.load(previous, comm=COMM)
-    assert common["position"]["step"] == 10
+    assert common["ledger"]["position"]["step"] == 10
 
 
 # -- refusals ----------------------------------------------------------------
@@ -214,8 +213,12 @@ REFUSALS = {
         "no readable manifest",
     ),
     "other format version": (
-        lambda p: _rewrite_manifest(p, format_version=2),
-        "unsupported format (expected 1)",
+        lambda p: _rewrite_manifest(p, format_version=99),
+        "format version 99, this adacomp-train reads only version 2",
+    ),
+    "the format before the layout change": (
+        lambda p: _rewrite_manifest(p, format_version=1),
+        "format version 1, this adacomp-train reads only version 2; resume it with the release",
     ),
     "malformed manifest": (lambda p: _rewrite_manifest(p, sha256=[]), "malformed manifest"),
     "other world size": (

@@ -28,7 +28,7 @@ from adacomp_mpi import (
     encode,
     make_state,
 )
-from adacomp_mpi.indexcoding import (
+from adacomp_mpi.codec.indexcoding import (
     ENCODERS,
     FIXED,
     METHOD_NAMES,
@@ -37,7 +37,7 @@ from adacomp_mpi.indexcoding import (
     decode_indices,
     encode_indices,
 )
-from adacomp_mpi.wire import DENSE, parse_payload
+from adacomp_mpi.codec.wire import DENSE, parse_payload
 
 EPS = float(np.finfo(np.float32).eps)
 SCALE_RULES = ("mean_abs", "mean_bin_max")

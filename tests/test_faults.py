@@ -360,7 +360,7 @@ def poisoned_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def poisoned_steps() -> list[tuple[int, int]]:
     """(global step, rank) of every step whose batch holds the bad sample."""
-    from adacomp_mpi.sharding import epoch_shard
+    from adacomp_mpi.train.sharding import epoch_shard
 
     per_rank = NPZ_TRAIN // RANKS
     steps_per_epoch = -(-per_rank // NPZ_BATCH)
@@ -526,7 +526,7 @@ CORRUPTIONS = {
         RANKS,
         "common.pt cannot be loaded safely",
     ),
-    "other format_version": (_other_format, RANKS, "unsupported format (expected 1)"),
+    "other format_version": (_other_format, RANKS, "format version 99, this adacomp-train reads only version 2"),
     "3-rank checkpoint resumed with 2": (
         lambda path, sentinel: None,
         2,

@@ -9,8 +9,8 @@ import pytest
 from mpi_util import run_mpi, train_command
 
 from adacomp_mpi.cli.train import train
-from adacomp_mpi.config import TrainConfig
-from adacomp_mpi.report import validate_metrics_record
+from adacomp_mpi.report.schema import validate_metrics_record
+from adacomp_mpi.train.config import TrainConfig
 
 
 def _resolve(args: list[str]) -> dict:

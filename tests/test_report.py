@@ -14,20 +14,17 @@ from typing import Any
 import pytest
 
 from adacomp_mpi.cli.main import main
-from adacomp_mpi.report import (
-    LAYER_KINDS,
+from adacomp_mpi.codec.specs import LAYER_KINDS
+from adacomp_mpi.report.runs import load_run, load_runs, read_metrics
+from adacomp_mpi.report.schema import (
     METRICS_FILE,
     RECORD_SCHEMAS,
-    TABLE_COLUMNS,
     TIME_PHASES,
     ReportError,
-    format_bytes,
-    load_run,
-    load_runs,
-    read_metrics,
     validate_metrics_record,
-    write_report,
 )
+from adacomp_mpi.report.table import TABLE_COLUMNS, format_bytes
+from adacomp_mpi.report.write import write_report
 
 RECORDED = Path(__file__).parent / "data" / "recorded_runs"
 DENSE, ADACOMP = RECORDED / "dense_mlp_n2", RECORDED / "adacomp_mlp_n2"
@@ -390,6 +387,6 @@ def test_schema_and_command_do_not_import_matplotlib() -> None:
 
 
 def test_layer_kinds_match_the_codec() -> None:
-    from adacomp_mpi.specs import DEFAULT_BIN_SIZES
+    from adacomp_mpi.codec.specs import DEFAULT_BIN_SIZES
 
     assert set(DEFAULT_BIN_SIZES) | {"other"} == set(LAYER_KINDS)

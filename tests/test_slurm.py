@@ -32,7 +32,7 @@ from cluster_helpers import (
     tail,
 )
 
-from adacomp_mpi.metrics import read_records
+from adacomp_mpi.report.runs import read_records
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(240)]
 

@@ -31,10 +31,10 @@ from adacomp_mpi import (
     encode,
     make_state,
 )
-from adacomp_mpi.bitpack import pack_bits, pack_words
-from adacomp_mpi.indexcoding import FIXED, RICE, CodedIndices, coded_nbytes
-from adacomp_mpi.specs import layout_fingerprint
-from adacomp_mpi.wire import (
+from adacomp_mpi.codec.bitpack import pack_bits, pack_words
+from adacomp_mpi.codec.indexcoding import FIXED, RICE, CodedIndices, coded_nbytes
+from adacomp_mpi.codec.specs import layout_fingerprint
+from adacomp_mpi.codec.wire import (
     DENSE,
     HEADER,
     HEADER_BYTES,

@@ -19,7 +19,7 @@ from typing import Any
 from mpi4py import MPI
 
 from adacomp_mpi.cli.main import main
-from adacomp_mpi.trainer import Trainer
+from adacomp_mpi.train.trainer import Trainer
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from verdict import Verdict
 
 from adacomp_mpi import TensorSpec, decode_mean, encode, make_state
-from adacomp_mpi.communicator import MpiCommunicator
-from adacomp_mpi.exchange import AdaCompExchange, DenseExchange
+from adacomp_mpi.dist.communicator import MpiCommunicator
+from adacomp_mpi.dist.exchange import AdaCompExchange, DenseExchange
 
 SPECS = [
     TensorSpec("conv", 4_999, "conv", 50),
@@ -28,13 +28,13 @@ def payload_pattern(rank: int) -> np.ndarray:
     return (np.arange(size) * (rank + 3) % 251).astype(np.uint8)
 
 
-def rank_grads(rank: int, step: int) -> list[np.ndarray]:
+def rank_grads(rank: int, step: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([rank, step])
-    return [rng.standard_normal(s.numel).astype(np.float32) * (rank + 1) for s in SPECS]
+    return {s.name: rng.standard_normal(s.numel).astype(np.float32) * (rank + 1) for s in SPECS}
 
 
-def digest(arrays: list[np.ndarray]) -> str:
-    return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+def digest(arrays: dict[str, np.ndarray]) -> str:
+    return hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
 
 
 def main() -> None:
@@ -55,11 +55,7 @@ def main() -> None:
         verdict.check(len(set(digests)) == 1, f"step {step}: ranks decoded different means")
         # Every rank can replay every rank's encoder; the mean must match bit for bit.
         payloads = [
-            encode(
-                {s.name: g for s, g in zip(SPECS, rank_grads(r, step), strict=True)},
-                reference_states[r],
-                dense=step == 0,
-            )
+            encode(rank_grads(r, step), reference_states[r], dense=step == 0)
             for r in range(comm.size)
         ]
         expected = decode_mean(payloads, SPECS)
@@ -68,10 +64,11 @@ def main() -> None:
     dense = DenseExchange(comm=comm, state=make_state(SPECS))
     grads = rank_grads(comm.rank, 99)
     dense.average(grads)
-    exact = [
-        np.mean([rank_grads(r, 99)[i] for r in range(comm.size)], axis=0) for i in range(len(SPECS))
-    ]
-    for got, want in zip(grads, exact, strict=True):
+    exact = {
+        s.name: np.mean([rank_grads(r, 99)[s.name] for r in range(comm.size)], axis=0)
+        for s in SPECS
+    }
+    for got, want in zip(grads.values(), exact.values(), strict=True):
         verdict.check(np.allclose(got, want, rtol=1e-5, atol=1e-6), "dense mean is wrong")
     verdict.check(len(set(comm.allgather_object(digest(grads)))) == 1, "dense means differ")
     verdict.finish()

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from tqdm import tqdm
 
-from .log import get_logger
+from adacomp_mpi.common.log import get_logger
 
 LOG_LINES_PER_EPOCH = 10
 

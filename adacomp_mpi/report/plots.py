@@ -16,7 +16,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, LogFormatter, NullFormatter, PercentFormatter
 
-from .report import LAYER_KINDS, TIME_PHASES, Run
+from adacomp_mpi.codec.specs import LAYER_KINDS
+
+from .runs import Run
+from .schema import TIME_PHASES
 
 PANEL_SIZE = (5.6, 4.0)
 SMOOTH_POINTS = 40  # a loss curve longer than this gets a moving average over ~n/40 steps

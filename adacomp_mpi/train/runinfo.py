@@ -19,7 +19,7 @@ def _version(package: str) -> str | None:
 
 
 def library_versions() -> dict[str, str | None]:
-    from .communicator import mpi_library_version
+    from adacomp_mpi.dist.communicator import mpi_library_version
 
     return {
         "adacomp_mpi": _version("adacomp-mpi"),

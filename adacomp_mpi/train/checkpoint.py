@@ -5,7 +5,7 @@ Layout (one directory per checkpoint, under OUTPUT_DIR/checkpoints/)::
 
     step-00000120/
         common.pt        model, optimizer, position, config (same on all ranks)
-        rank-00000.pt    rank 0's residues, codec counters, RNG state
+        rank-00000.pt    rank 0's residues and RNG state
         rank-00001.pt    ...
         manifest.json    format version, world size, step, SHA-256 of each file
 
@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
-from .communicator import Communicator
-from .errors import UsageError
-from .files import atomic_write_bytes
+from adacomp_mpi.common.errors import UsageError
+from adacomp_mpi.common.files import atomic_write_bytes
+from adacomp_mpi.dist.communicator import Communicator
 
-FORMAT_VERSION = 1
+# 2: rank files hold only the residues and the RNG state (version 1 also held
+# codec counters and byte totals that nothing read).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 COMMON = "common.pt"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -164,8 +166,14 @@ def read_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path}: no readable manifest ({error})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path}: unsupported format (expected {FORMAT_VERSION})")
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"checkpoint {path}: malformed manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format version {version!r}, this adacomp-train reads only "
+            f"version {FORMAT_VERSION}; resume it with the release that wrote it, or start fresh"
+        )
     if not isinstance(manifest.get("sha256"), dict) or not isinstance(
         manifest.get("world_size"), int
     ):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .specs import CompressionPolicy, TensorSpec
+from adacomp_mpi.codec.specs import CompressionPolicy, TensorSpec
 
-LAYER_KINDS: dict[type[nn.Module], str] = {
+MODULE_KINDS: dict[type[nn.Module], str] = {
     nn.Conv1d: "conv",
     nn.Conv2d: "conv",
     nn.Conv3d: "conv",
@@ -29,8 +29,8 @@ LAYER_KINDS: dict[type[nn.Module], str] = {
 def layer_kind(module: nn.Module) -> str:
     """'conv', 'fc', 'recurrent', 'embedding', or 'other' (norms, custom)."""
     for cls in type(module).__mro__:
-        if cls in LAYER_KINDS:
-            return LAYER_KINDS[cls]
+        if cls in MODULE_KINDS:
+            return MODULE_KINDS[cls]
     return "other"
 
 

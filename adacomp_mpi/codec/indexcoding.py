@@ -27,7 +27,6 @@ from .errors import PayloadError
 
 FIXED, RICE = 1, 2
 MAX_WIDTH = 32
-SIGN_BITS = 1
 
 
 @dataclass(frozen=True)
@@ -173,14 +172,17 @@ def _last_bit(nbits: int) -> int:
     return 1 << (7 - (nbits - 1) % 8)
 
 
+GAP_DECODERS: dict[int, Callable[[np.ndarray, int, int, int], np.ndarray]] = {
+    FIXED: _decode_fixed_gaps,
+    RICE: _decode_rice_gaps,
+}
+
+
 def decode_indices(coded: CodedIndices, *, count: int, numel: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions (int64, strictly increasing, < numel) and sign bits."""
     if count == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.bool_)
-    if coded.method == FIXED:
-        gaps = _decode_fixed_gaps(coded.data, count, coded.param, coded.aux)
-    else:
-        gaps = _decode_rice_gaps(coded.data, count, coded.param, coded.aux)
+    gaps = GAP_DECODERS[coded.method](coded.data, count, coded.param, coded.aux)
     indices = np.cumsum(gaps + 1) - 1
     if indices[-1] >= numel:
         raise PayloadError(f"index {int(indices[-1])} out of range for {numel} elements")

@@ -20,6 +20,9 @@ DEFAULT_BIN_SIZES: dict[str, int] = {
     "embedding": 500,
     "other": 500,
 }
+# The layer kinds a tensor can have ("other": norms, biases, custom modules).
+LAYER_KINDS: tuple[str, ...] = tuple(DEFAULT_BIN_SIZES)
+
 MAX_NUMEL = 2**32 - 1  # the wire format stores element counts as uint32
 
 

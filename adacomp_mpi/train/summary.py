@@ -2,47 +2,47 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
+from adacomp_mpi.dist.launch import Launch
+from adacomp_mpi.report.schema import perplexity, ratio
 
-from .metrics import codec_rates, kind_ratios, ratio
-
-if TYPE_CHECKING:
-    from .trainer import Launch, Trainer
+from .config import TrainConfig
+from .ledger import Ledger
+from .metrics import codec_rates, kind_ratios
 
 
 def build_summary(
-    trainer: Trainer,
+    config: TrainConfig,
+    ledger: Ledger,
     *,
     launch: Launch,
-    train_loss: float,
-    test_loss: float,
-    test_accuracy: float,
+    device: str,
+    task: str,
+    result: dict[str, float],
     wall_seconds: float,
     digests: list[str],
 ) -> dict[str, Any]:
-    """From the run's totals, already summed over ranks step by step."""
-    config, comm, totals = trainer.config, trainer.comm, trainer.totals
+    """From the ledger's totals, already summed over ranks step by step."""
+    totals = ledger.totals
     by_kind = totals.by_kind
-    dense_mode = config.compression == "none"
+    dense_mode = ledger.dense_mode
     summary: dict[str, Any] = {
-        "world_size": comm.size,
-        "hostnames": launch.hostnames,
-        "ranks_per_host": dict(Counter(launch.hostnames)),
-        "device": str(launch.device),
+        "world_size": ledger.world_size,
+        "hostnames": list(launch.hostnames),
+        "ranks_per_host": launch.ranks_per_host(),
+        "device": device,
         "compression": config.compression,
         "model": config.model,
         "dataset": config.dataset,
         "optimizer": config.optimizer,
         "epochs": config.epochs,
-        "steps": trainer.step,
+        "steps": ledger.step,
         "skipped_steps": totals.skipped_steps,
-        "parameters": trainer.numel,
-        "train_loss": train_loss,
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
+        "parameters": ledger.numel,
+        "train_loss": result["train_loss"],
+        "test_loss": result["test_loss"],
+        "test_accuracy": result["test_accuracy"],
         "compression_ratio": ratio(totals.dense_bytes, totals.bytes_sent),
         "compression_ratio_by_kind": kind_ratios(by_kind, dense_mode=dense_mode),
         **codec_rates(by_kind, dense_mode=dense_mode),
@@ -54,6 +54,6 @@ def build_summary(
         "param_digest": digests[0],
         "config": config.to_dict(),
     }
-    if trainer.dataset.task == "language_model":
-        summary["test_perplexity"] = float(np.exp(min(test_loss, 700.0)))
+    if task == "language_model":
+        summary["test_perplexity"] = perplexity(result["test_loss"])
     return summary

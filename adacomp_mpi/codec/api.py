@@ -1,23 +1,36 @@
-"""Public codec API: named float32 gradients + state -> bytes, and back.
+"""Public codec API: float32 gradients addressed by tensor name <-> one payload.
 
-NumPy in, bytes out; no torch, no MPI. Typical use::
+NumPy in, bytes out; no torch, no MPI. Every function addresses tensors the
+same way, by name, and every decoder returns (or fills) a ``{name: flat
+float32 array}`` mapping. Typical use::
 
     state = make_state(specs)
     payload = encode(grads, state)              # grads: {name: float32 array}
     mean = decode_mean([payload_rank0, ...], specs)
+    mean["fc1.weight"]                          # flat float32, the mean over ranks
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from .adacomp import select_and_update
+from .counters import KindCounters, StepCounts
 from .indexcoding import METHOD_NAMES, decode_indices, encode_indices
+from .selection import select_and_update
 from .specs import TensorSpec
-from .state import CodecState, KindCounters
+from .state import CodecState
 from .wire import HEADER_BYTES, RECORD_HEADER_BYTES, Record, pack_payload, parse_payload
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One step's payload and what it holds per layer kind."""
+
+    payload: np.ndarray
+    counts: StepCounts
 
 
 def _flat_float32(name: str, array: np.ndarray, numel: int) -> np.ndarray:
@@ -47,7 +60,7 @@ def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool)
     return Record(spec.numel, selection.count, float(selection.scale), coded=coded)
 
 
-def _count(state: CodecState, spec: TensorSpec, record: Record) -> None:
+def _count(counts: StepCounts, spec: TensorSpec, record: Record) -> None:
     body = record.dense.nbytes if record.coded is None else record.coded.data.size
     counters = KindCounters(
         elements=spec.numel,
@@ -56,14 +69,25 @@ def _count(state: CodecState, spec: TensorSpec, record: Record) -> None:
     )
     if record.coded is not None:
         counters.coded_sent, counters.coded_bytes = record.sent, body
-    state.by_kind[spec.kind].add(counters)
+    counts.setdefault(spec.kind, KindCounters()).add(counters)
 
 
 def encode_void(state: CodecState) -> np.ndarray:
     """A payload that tells every rank to skip this step (non-finite gradient here)."""
-    payload = pack_payload([], state.specs, void=True)
-    state.payload_bytes += payload.size
-    return payload
+    return pack_payload([], state.specs, void=True)
+
+
+def encode_counted(
+    grads: Mapping[str, np.ndarray], state: CodecState, *, dense: bool = False
+) -> Encoded:
+    """``encode``, also returning what the payload holds per layer kind."""
+    records, counts = [], {}
+    for index, spec in enumerate(state.specs):
+        grad = _flat_float32(spec.name, grads[spec.name], spec.numel)
+        record = _encode_tensor(state, index, grad, dense)
+        _count(counts, spec, record)
+        records.append(record)
+    return Encoded(pack_payload(records, state.specs), counts)
 
 
 def encode(
@@ -74,16 +98,7 @@ def encode(
     ``dense=True`` sends every tensor uncompressed (warm-up steps) and leaves
     the residues untouched.
     """
-    records = []
-    for index, spec in enumerate(state.specs):
-        grad = _flat_float32(spec.name, grads[spec.name], spec.numel)
-        record = _encode_tensor(state, index, grad, dense)
-        _count(state, spec, record)
-        records.append(record)
-    payload = pack_payload(records, state.specs)
-    state.steps += 1
-    state.payload_bytes += payload.size
-    return payload
+    return encode_counted(grads, state, dense=dense).payload
 
 
 def _decoded(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[tuple[Record, tuple]]:
@@ -102,13 +117,16 @@ def _add_sparse(record: Record, positions: tuple, target: np.ndarray) -> None:
     target[indices] += np.where(negative, -scale, scale)
 
 
-def accumulate(payload: np.ndarray, specs: Sequence[TensorSpec], out: Sequence[np.ndarray]) -> None:
-    """Add a payload's decoded tensors into ``out`` (flat float32 arrays).
+def accumulate(
+    payload: np.ndarray, specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
+) -> None:
+    """Add a payload's decoded tensors into ``out`` ({name: flat float32 array}).
 
     The whole payload is validated before anything is added, so a bad payload
     raises ``PayloadError`` and leaves ``out`` untouched.
     """
-    for (record, positions), target in zip(_decoded(payload, specs), out, strict=True):
+    for (record, positions), spec in zip(_decoded(payload, specs), specs, strict=True):
+        target = out[spec.name]
         if record.dense is not None:
             target += record.dense
         else:
@@ -124,22 +142,51 @@ def restore_residues(payload: np.ndarray, state: CodecState) -> None:
             _add_sparse(record, positions, residue)
 
 
+def _zeros(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    return {spec.name: np.zeros(spec.numel, np.float32) for spec in specs}
+
+
 def decode(payload: np.ndarray, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Decode one payload into dense flat float32 arrays keyed by name."""
-    out = [np.zeros(spec.numel, np.float32) for spec in specs]
+    out = _zeros(specs)
     accumulate(payload, specs, out)
-    return {spec.name: array for spec, array in zip(specs, out, strict=True)}
-
-
-def decode_mean(payloads: Sequence[np.ndarray], specs: Sequence[TensorSpec]) -> list[np.ndarray]:
-    """Sum payloads in the given order, then divide: bit-identical wherever run."""
-    out = [np.zeros(spec.numel, np.float32) for spec in specs]
-    for payload in payloads:
-        accumulate(payload, specs, out)
-    divisor = np.float32(len(payloads))
-    for array in out:
-        array /= divisor
     return out
 
 
-__all__ = ["HEADER_BYTES", "accumulate", "decode", "decode_mean", "encode"]
+def mean_into(
+    payloads: Sequence[np.ndarray], specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
+) -> None:
+    """Overwrite ``out`` with the mean of ``payloads``: summed in the given
+    order, then divided, so it is bit-identical wherever it runs."""
+    if not payloads:
+        raise ValueError("the mean of no payloads is undefined")
+    for spec in specs:
+        out[spec.name].fill(0)
+    for payload in payloads:
+        accumulate(payload, specs, out)
+    divisor = np.float32(len(payloads))
+    for spec in specs:
+        out[spec.name] /= divisor
+
+
+def decode_mean(
+    payloads: Sequence[np.ndarray], specs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """The mean of several ranks' payloads, keyed by name (see ``mean_into``)."""
+    out = _zeros(specs)
+    mean_into(payloads, specs, out)
+    return out
+
+
+__all__ = [
+    "HEADER_BYTES",
+    "Encoded",
+    "accumulate",
+    "decode",
+    "decode_mean",
+    "encode",
+    "encode_counted",
+    "encode_void",
+    "mean_into",
+    "restore_residues",
+]

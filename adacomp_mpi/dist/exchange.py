@@ -12,24 +12,30 @@ extra collective.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from .codec import accumulate, encode, encode_void, restore_residues
+from adacomp_mpi.codec.api import encode_counted, encode_void, mean_into, restore_residues
+from adacomp_mpi.codec.counters import StepCounts
+from adacomp_mpi.codec.state import CodecState
+from adacomp_mpi.codec.wire import is_void
+
 from .communicator import Communicator
-from .state import CodecState
-from .wire import is_void
+
+Gradients = Mapping[str, np.ndarray]  # tensor name -> flat float32 array, layout order
 
 
 @dataclass(frozen=True)
 class StepTraffic:
-    """What one exchange did: payload sizes per rank, timings, whether to apply it."""
+    """What one exchange did: payload sizes per rank, what this rank's payload
+    held per layer kind, timings, and whether to apply the result."""
 
     sizes: tuple[int, ...]
     applied: bool
+    counts: StepCounts = field(default_factory=dict)
     voided_ranks: tuple[int, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # encode, communicate, decode
 
@@ -37,10 +43,8 @@ class StepTraffic:
 class Exchange(Protocol):
     """Turns this rank's gradients into the global mean, in place."""
 
-    bytes_sent: int
-
     def average(
-        self, grads: Sequence[np.ndarray], *, dense: bool = False, finite: bool = True
+        self, grads: Gradients, *, dense: bool = False, finite: bool = True
     ) -> StepTraffic: ...
 
 
@@ -50,10 +54,9 @@ class AdaCompExchange:
     def __init__(self, *, comm: Communicator, state: CodecState) -> None:
         self.comm = comm
         self.state = state
-        self.bytes_sent = 0
 
     def average(
-        self, grads: Sequence[np.ndarray], *, dense: bool = False, finite: bool = True
+        self, grads: Gradients, *, dense: bool = False, finite: bool = True
     ) -> StepTraffic:
         """Replace ``grads`` (flat float32, layout order) with the global mean.
 
@@ -63,22 +66,22 @@ class AdaCompExchange:
         specs = self.state.specs
         started = time.perf_counter()
         if finite:
-            named = {s.name: g for s, g in zip(specs, grads, strict=True)}
-            payload = encode(named, self.state, dense=dense)
+            encoded = encode_counted(grads, self.state, dense=dense)
+            payload, counts = encoded.payload, encoded.counts
         else:
-            payload = encode_void(self.state)
+            payload, counts = encode_void(self.state), {}
         encoded = time.perf_counter()
         gathered = self.comm.allgatherv(payload)
         communicated = time.perf_counter()
-        self.bytes_sent += payload.size
         voided = tuple(rank for rank, p in enumerate(gathered) if is_void(p, specs))
         if voided and finite:
             restore_residues(payload, self.state)
         elif not voided:
-            self._mean_into(gathered, grads)
+            mean_into(gathered, specs, grads)
         return StepTraffic(
             sizes=tuple(p.size for p in gathered),
             applied=not voided,
+            counts=counts,
             voided_ranks=voided,
             seconds={
                 "encode": encoded - started,
@@ -86,15 +89,6 @@ class AdaCompExchange:
                 "decode": time.perf_counter() - communicated,
             },
         )
-
-    def _mean_into(self, gathered: Sequence[np.ndarray], grads: Sequence[np.ndarray]) -> None:
-        for grad in grads:
-            grad.fill(0)
-        for received in gathered:
-            accumulate(received, self.state.specs, grads)
-        divisor = np.float32(self.comm.size)
-        for grad in grads:
-            grad /= divisor
 
 
 class DenseExchange:
@@ -106,25 +100,25 @@ class DenseExchange:
 
     def __init__(self, *, comm: Communicator, state: CodecState) -> None:
         self.comm = comm
-        self.bytes_sent = 0
+        self._names = [s.name for s in state.specs]
         self._offsets = np.cumsum([0, *(s.numel for s in state.specs)])
         self._flat = np.empty(int(self._offsets[-1]), np.float32)
 
     def average(
-        self, grads: Sequence[np.ndarray], *, dense: bool = False, finite: bool = True
+        self, grads: Gradients, *, dense: bool = False, finite: bool = True
     ) -> StepTraffic:
         started = time.perf_counter()
         offsets = self._offsets
-        for grad, start, stop in zip(grads, offsets[:-1], offsets[1:], strict=True):
+        views = [grads[name] for name in self._names]
+        for grad, start, stop in zip(views, offsets[:-1], offsets[1:], strict=True):
             self._flat[start:stop] = grad
         packed = time.perf_counter()
         self.comm.allreduce_sum(self._flat)
         communicated = time.perf_counter()
         self._flat /= np.float32(self.comm.size)
-        self.bytes_sent += self._flat.nbytes
         applied = bool(np.isfinite(self._flat).all())
         if applied:
-            for grad, start, stop in zip(grads, offsets[:-1], offsets[1:], strict=True):
+            for grad, start, stop in zip(views, offsets[:-1], offsets[1:], strict=True):
                 grad[...] = self._flat[start:stop]
         return StepTraffic(
             sizes=(self._flat.nbytes,) * self.comm.size,

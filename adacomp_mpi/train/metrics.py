@@ -14,13 +14,11 @@ from typing import IO, Any
 
 import numpy as np
 
-from .communicator import Communicator
-from .files import atomic_write_bytes
-from .state import CodecState, KindCounters
-
-PHASES = ("forward_backward", "encode", "communicate", "decode", "optimizer")
-KIND_FIELDS = ("elements", "sent", "coded_sent", "coded_bytes", "record_bytes")
-FLOAT32_BYTES = 4
+from adacomp_mpi.codec.counters import KIND_FIELDS, KindCounters, StepCounts
+from adacomp_mpi.common.files import atomic_write_bytes
+from adacomp_mpi.dist.communicator import Communicator
+from adacomp_mpi.report.runs import read_records
+from adacomp_mpi.report.schema import FLOAT32_BYTES, TIME_PHASES, ratio
 
 
 @dataclass
@@ -30,7 +28,7 @@ class LocalStep:
     loss_sum: float
     count: int
     seconds: dict[str, float]
-    kind_delta: dict[str, KindCounters]
+    counts: StepCounts
     stop_requested: bool = False
 
 
@@ -45,32 +43,21 @@ class GlobalStep:
     stop_requested: bool
 
 
-def snapshot(state: CodecState) -> dict[str, KindCounters]:
-    return {kind: KindCounters(**vars(c)) for kind, c in state.by_kind.items()}
-
-
-def delta(before: dict[str, KindCounters], state: CodecState) -> dict[str, KindCounters]:
-    """Counter increments since ``before``, per kind."""
-    result = {}
-    for kind, now in state.by_kind.items():
-        then = before.get(kind, KindCounters())
-        result[kind] = KindCounters(**{f: getattr(now, f) - getattr(then, f) for f in KIND_FIELDS})
-    return result
-
-
 def reduce_step(comm: Communicator, local: LocalStep, kinds: list[str]) -> GlobalStep:
     """Collective: sum this step's measurements over every rank."""
     empty = KindCounters()
     values = [local.loss_sum, local.count, float(local.stop_requested)]
-    values += [local.seconds.get(phase, 0.0) for phase in PHASES]
+    values += [local.seconds.get(phase, 0.0) for phase in TIME_PHASES]
     for kind in kinds:
-        counters = local.kind_delta.get(kind, empty)
+        counters = local.counts.get(kind, empty)
         values += [float(getattr(counters, f)) for f in KIND_FIELDS]
     summed = np.asarray(values, np.float64)
     comm.allreduce_sum(summed)
     loss_sum, count, stop = summed[:3]
-    seconds = dict(zip(PHASES, (summed[3 : 3 + len(PHASES)] / comm.size).tolist(), strict=True))
-    per_kind = summed[3 + len(PHASES) :].reshape(len(kinds), len(KIND_FIELDS))
+    seconds = dict(
+        zip(TIME_PHASES, (summed[3 : 3 + len(TIME_PHASES)] / comm.size).tolist(), strict=True)
+    )
+    per_kind = summed[3 + len(TIME_PHASES) :].reshape(len(kinds), len(KIND_FIELDS))
     return GlobalStep(
         loss=loss_sum / max(count, 1),
         samples=int(count),
@@ -81,26 +68,6 @@ def reduce_step(comm: Communicator, local: LocalStep, kinds: list[str]) -> Globa
         },
         stop_requested=stop > 0,
     )
-
-
-def ratio(dense: float, sent: float) -> float | None:
-    return dense / sent if sent else None
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The complete records of a metrics.jsonl, even one still being written
-    or cut short by a crash (a partial last line is skipped); [] if unreadable."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
 
 
 def _records_up_to(path: Path, step: int) -> bytes:

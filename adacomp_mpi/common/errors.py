@@ -1,8 +1,4 @@
-"""The one exception type the decoder raises for any bad payload."""
-
-
-class PayloadError(ValueError):
-    """A payload is truncated, corrupted, of another version, or for another model."""
+"""Exceptions every layer above the codec shares (the codec has its own PayloadError)."""
 
 
 class UsageError(Exception):

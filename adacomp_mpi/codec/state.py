@@ -1,15 +1,14 @@
-"""The codec's per-rank state: residues and byte counters, checkpointable."""
+"""The codec's per-rank state: the residues, checkpointable."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .adacomp import SCALE_RULES, Workspace
 from .indexcoding import METHOD_NAMES
+from .selection import SCALE_RULES, Workspace
 from .specs import TensorSpec
 
 
@@ -32,21 +31,6 @@ class CodecConfig:
 
 
 @dataclass
-class KindCounters:
-    """Running totals for one layer kind (or for all of them)."""
-
-    elements: int = 0  # gradient elements encoded
-    sent: int = 0  # elements sent (dense records count every element)
-    coded_sent: int = 0  # elements sent through AdaComp records
-    coded_bytes: int = 0  # index/sign stream bytes of AdaComp records
-    record_bytes: int = 0  # record headers + bodies + padding
-
-    def add(self, other: KindCounters) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
 class CodecState:
     """Everything the encoder carries from step to step on one rank.
 
@@ -56,9 +40,6 @@ class CodecState:
 
     specs: tuple[TensorSpec, ...]
     config: CodecConfig = field(default_factory=CodecConfig)
-    steps: int = 0
-    payload_bytes: int = 0
-    by_kind: dict[str, KindCounters] = field(default_factory=lambda: defaultdict(KindCounters))
     residues: list[np.ndarray] = field(init=False)
     workspace: Workspace = field(init=False, repr=False, default_factory=Workspace)
 
@@ -66,19 +47,10 @@ class CodecState:
         self.specs = tuple(self.specs)
         self.residues = [np.zeros(s.numel if s.compress else 0, np.float32) for s in self.specs]
 
-    def totals(self) -> KindCounters:
-        total = KindCounters()
-        for counters in self.by_kind.values():
-            total.add(counters)
-        return total
-
     def state_dict(self) -> dict:
         """Plain arrays and ints, for checkpoints."""
         return {
             "residues": {s.name: r.copy() for s, r in zip(self.specs, self.residues, strict=True)},
-            "steps": self.steps,
-            "payload_bytes": self.payload_bytes,
-            "by_kind": {k: vars(c).copy() for k, c in self.by_kind.items()},
         }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -91,12 +63,8 @@ class CodecState:
             if source.shape != target.shape:
                 raise ValueError(f"residue {spec.name}: shape {source.shape} != {target.shape}")
             target[...] = source
-        self.steps = int(saved["steps"])
-        self.payload_bytes = int(saved["payload_bytes"])
-        self.by_kind = defaultdict(KindCounters)
-        for kind, values in saved["by_kind"].items():
-            self.by_kind[kind] = KindCounters(**{k: int(v) for k, v in values.items()})
 
 
 def make_state(specs: Sequence[TensorSpec], config: CodecConfig | None = None) -> CodecState:
+    """A fresh state (zero residues) for this layout."""
     return CodecState(specs=tuple(specs), config=config or CodecConfig())

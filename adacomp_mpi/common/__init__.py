@@ -1,0 +1,1 @@
+"""Shared helpers for every layer above the codec: errors, atomic files, logging."""

@@ -1,0 +1,3 @@
+"""Training with torch: build a run, the step, the loop, evaluation,
+checkpoints, and the ledger the summary is built from.
+"""

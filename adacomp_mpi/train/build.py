@@ -1,0 +1,81 @@
+"""Build a run: data, device, a model synchronised from rank 0, the codec and
+the exchange, wired into a ``Trainer``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adacomp_mpi.codec.specs import CompressionPolicy
+from adacomp_mpi.codec.state import CodecConfig, make_state
+from adacomp_mpi.common.errors import UsageError
+from adacomp_mpi.common.log import get_logger
+from adacomp_mpi.datasets import load_dataset
+from adacomp_mpi.dist.agree import agree
+from adacomp_mpi.dist.communicator import Communicator
+from adacomp_mpi.dist.exchange import make_exchange
+from adacomp_mpi.dist.launch import Launch
+from adacomp_mpi.models import ModelInputs, build_model
+
+from .config import TrainConfig
+from .gradients import GradientBridge
+from .layers import gradient_specs
+from .ledger import Ledger
+from .optim import OPTIMIZERS
+from .trainer import Trainer
+
+
+def choose_device(launch: Launch, rank: int) -> torch.device:
+    """One GPU per local rank when CUDA is there, else the CPU."""
+    if torch.cuda.is_available():
+        device = torch.device("cuda", launch.local_rank(rank) % torch.cuda.device_count())
+        get_logger().info("device: %s (one GPU per local rank)", device)
+    else:
+        device = torch.device("cpu")
+        get_logger().info("device: cpu (CUDA not available)")
+    return device
+
+
+def broadcast_module(module: nn.Module, comm: Communicator) -> None:
+    """Collective: copy rank 0's parameters and buffers to every rank."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        host = tensor.detach().cpu().contiguous().numpy()
+        comm.broadcast(host, root=0)
+        tensor.data.copy_(torch.from_numpy(host))
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.optimizer not in OPTIMIZERS:
+        raise UsageError(
+            f"unknown optimizer {config.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
+        )
+
+
+def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device) -> Trainer:
+    """Collective: load data, build and synchronise the model, wire the exchange."""
+    _check_config(config)
+    dataset = agree(comm, lambda: load_dataset(config.dataset, path=config.data_path))
+    inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
+    torch.manual_seed(config.seed)
+    model = agree(comm, lambda: build_model(config.model, inputs)).to(device)
+    broadcast_module(model, comm)
+    policy = CompressionPolicy(bin_sizes=dict(config.bin_sizes), dense_below=config.dense_below)
+    specs, params = gradient_specs(model, policy)
+    codec_config = agree(comm, lambda: CodecConfig(config.scale_rule, config.index_coding))
+    state = make_state(specs, codec_config)
+    return Trainer(
+        config=config,
+        comm=comm,
+        dataset=dataset,
+        model=model,
+        optimizer=OPTIMIZERS[config.optimizer](params, config),
+        codec_state=state,
+        exchange=make_exchange(config.compression, comm=comm, state=state),
+        bridge=GradientBridge(params, names=[spec.name for spec in specs]),
+        device=device,
+        ledger=Ledger(
+            numel=sum(spec.numel for spec in specs),
+            world_size=comm.size,
+            dense_mode=config.compression == "none",
+        ),
+    )

@@ -1,0 +1,144 @@
+"""The training loop: epochs of steps, metrics per step, evaluation per epoch,
+checkpoints when due, and the stop rules (preemption, non-finite steps)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from adacomp_mpi.common.errors import StopTraining
+from adacomp_mpi.common.log import get_logger
+from adacomp_mpi.dist.agree import sum_across
+from adacomp_mpi.dist.exchange import StepTraffic
+from adacomp_mpi.report.schema import perplexity
+
+from .ledger import Position
+from .metrics import LocalStep, MetricsWriter, reduce_step
+from .progress import Progress
+from .resume import save_checkpoint
+from .sharding import batches, epoch_shard
+from .signals import EXIT_NONFINITE, EXIT_PREEMPTED, StopRequest
+from .trainer import Trainer
+
+
+@dataclass
+class Loop:
+    """Runs epochs and steps; writes metrics; acts on stop requests."""
+
+    trainer: Trainer
+    metrics: MetricsWriter
+    progress: Progress
+    stop: StopRequest
+    started: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.kinds = sorted({spec.kind for spec in self.trainer.codec_state.specs})
+
+    def _record_step(self, local: LocalStep, traffic: StepTraffic, step_seconds: float) -> bool:
+        """Reduce across ranks, write metrics; returns whether a stop was requested."""
+        trainer = self.trainer
+        local.stop_requested = self.stop.requested
+        summed = reduce_step(trainer.comm, local, self.kinds)
+        record = trainer.ledger.record_step(
+            summed,
+            sizes=traffic.sizes,
+            lr=trainer.optimizer.param_groups[0]["lr"],
+            step_seconds=step_seconds,
+            wall_seconds=time.perf_counter() - self.started,
+        )
+        self.metrics.write(record)
+        self.progress.update(
+            loss=summed.loss,
+            samples_per_s=record["samples_per_s"] or 0.0,
+            ratio=record["cumulative_compression_ratio"],
+        )
+        return summed.stop_requested
+
+    def _handle_void(self, traffic: StepTraffic) -> None:
+        trainer = self.trainer
+        trainer.ledger.totals.skipped_steps += 1
+        where = f"rank(s) {list(traffic.voided_ranks)}" if traffic.voided_ranks else "the mean"
+        message = f"step {trainer.step}: non-finite gradient or loss on {where}"
+        if trainer.config.on_nonfinite == "stop":
+            save_checkpoint(trainer)
+            raise StopTraining(
+                f"{message}; stopped, last good state checkpointed", exit_code=EXIT_NONFINITE
+            )
+        get_logger().warning("%s; step skipped, parameters unchanged", message)
+
+    def checkpoint_due(self, unit: str) -> bool:
+        config, position = self.trainer.config, self.trainer.ledger.position
+        if config.checkpoint_every <= 0 or config.checkpoint_unit != unit:
+            return False
+        count = position.step if unit == "steps" else position.epoch
+        return count % config.checkpoint_every == 0
+
+    def _preempt(self) -> None:
+        save_checkpoint(self.trainer)
+        raise StopTraining(
+            f"preempted ({self.stop.signal_name or 'signal on another rank'}) at step "
+            f"{self.trainer.step}; checkpoint written, rerun with --resume auto",
+            exit_code=EXIT_PREEMPTED,
+        )
+
+    def run_epoch(self, epoch: int) -> float:
+        """Train the rest of ``epoch``; returns its mean training loss (this session)."""
+        trainer, config, ledger = self.trainer, self.trainer.config, self.trainer.ledger
+        shard = epoch_shard(
+            len(trainer.dataset.x_train),
+            rank=trainer.comm.rank,
+            size=trainer.comm.size,
+            seed=config.seed,
+            epoch=epoch,
+        )
+        plan = batches(shard, config.batch_size)
+        self.progress.start_epoch(epoch, total=len(plan), done=ledger.position.batch)
+        loss_sum = count = 0.0
+        for index in range(ledger.position.batch, len(plan)):
+            step_started = time.perf_counter()
+            local, traffic = trainer.train_step(plan[index])
+            ledger.position = Position(ledger.step + 1, epoch, index + 1)
+            stop = self._record_step(local, traffic, time.perf_counter() - step_started)
+            loss_sum, count = loss_sum + local.loss_sum, count + local.count
+            if not traffic.applied:
+                self._handle_void(traffic)
+            if stop:
+                self._preempt()
+            if self.checkpoint_due("steps"):
+                save_checkpoint(trainer)
+        self.progress.end_epoch()
+        ledger.position = Position(ledger.step, epoch + 1, 0)
+        total_loss, total_count = sum_across(trainer.comm, [loss_sum, count])
+        return total_loss / total_count if total_count else math.nan
+
+    def _end_epoch(self, epoch: int, train_loss: float) -> dict[str, float]:
+        trainer = self.trainer
+        test_loss, test_accuracy = trainer.evaluate()
+        result = {"train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy}
+        record = {"type": "epoch", "epoch": epoch, "step": trainer.step, **result}
+        if trainer.dataset.task == "language_model":
+            record["test_perplexity"] = perplexity(test_loss)
+        record["wall_seconds"] = time.perf_counter() - self.started
+        self.metrics.write(record)
+        get_logger().info(
+            "epoch %d/%d  train loss %.4f  test loss %.4f  test acc %.4f",
+            epoch + 1,
+            trainer.config.epochs,
+            train_loss,
+            test_loss,
+            test_accuracy,
+        )
+        if self.checkpoint_due("epochs"):
+            save_checkpoint(trainer)
+        return result
+
+    def run(self) -> dict[str, float]:
+        """Train the remaining epochs; (train loss, test loss, test accuracy) at the end."""
+        trainer = self.trainer
+        result = {"train_loss": math.nan, "test_loss": math.nan, "test_accuracy": math.nan}
+        for epoch in range(trainer.ledger.position.epoch, trainer.config.epochs):
+            result = self._end_epoch(epoch, self.run_epoch(epoch))
+        if math.isnan(result["test_loss"]):  # resumed after the last epoch
+            result["test_loss"], result["test_accuracy"] = trainer.evaluate()
+        return result

@@ -1,0 +1,94 @@
+"""Save a run to a checkpoint and restore one into a run, refusing a
+checkpoint that would change the training trajectory or does not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adacomp_mpi.common.log import get_logger
+from adacomp_mpi.dist.agree import agree
+
+from . import checkpoint
+from .config import TRAJECTORY_OPTIONS, TrainConfig
+from .trainer import Trainer
+
+
+def save_checkpoint(trainer: Trainer) -> None:
+    """Collective: write model, optimizer, ledger and every rank's residues."""
+    codec = trainer.codec_state.state_dict()
+    codec["residues"] = {k: torch.from_numpy(v) for k, v in codec["residues"].items()}
+    path = checkpoint.save(
+        trainer.config.checkpoint_dir,
+        comm=trainer.comm,
+        step=trainer.step,
+        common={
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "ledger": trainer.ledger.state_dict(),
+            "config": trainer.config.to_dict(),
+        },
+        rank_state={"codec": codec, "torch_rng": torch.get_rng_state()},
+        keep=trainer.config.keep_checkpoints,
+    )
+    get_logger().info("checkpoint written: %s", path)
+
+
+def check_trajectory(saved: dict[str, Any], config: TrainConfig) -> None:
+    """CheckpointError if resuming under ``config`` would change the run."""
+    current = config.to_dict()
+    changed = [k for k in TRAJECTORY_OPTIONS if saved.get(k) != current[k]]
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise checkpoint.CheckpointError(f"resume would change the training run ({details})")
+
+
+def restore(trainer: Trainer, common: dict[str, Any], rank_state: dict[str, Any]) -> None:
+    """Load a checkpoint's state; refuse one whose trajectory options differ
+    or whose content does not fit this model (CheckpointError, exit 2)."""
+    try:
+        check_trajectory(common["config"], trainer.config)
+        trainer.model.load_state_dict(common["model"])
+        trainer.optimizer.load_state_dict(common["optimizer"])
+        trainer.ledger.load_state_dict(common["ledger"])
+        codec = dict(rank_state["codec"])
+        codec["residues"] = {k: v.numpy() for k, v in codec["residues"].items()}
+        trainer.codec_state.load_state_dict(codec)
+        torch.set_rng_state(rank_state["torch_rng"])
+    except checkpoint.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise checkpoint.CheckpointError(f"checkpoint does not fit this run: {message}") from None
+
+
+def _resume_path(config: TrainConfig, rank: int) -> str | None:
+    """Rank 0 picks the checkpoint to resume from (None: start fresh)."""
+    if rank != 0 or config.resume is None:
+        return None
+    if config.resume == "auto":
+        found = checkpoint.latest(config.checkpoint_dir)
+        return str(found) if found else None
+    return config.resume
+
+
+def maybe_resume(trainer: Trainer) -> None:
+    """Collective: restore from ``--resume`` if given (auto: the newest, if any)."""
+    comm, config = trainer.comm, trainer.config
+    path = comm.broadcast_object(_resume_path(config, comm.rank))
+    if path is None:
+        if config.resume == "auto":
+            get_logger().info("no checkpoint under %s: starting fresh", config.checkpoint_dir)
+        return
+    common, rank_state = checkpoint.load(Path(path), comm=comm)
+    agree(comm, lambda: restore(trainer, common, rank_state))
+    position = trainer.ledger.position
+    get_logger().info(
+        "resumed from %s at step %d (epoch %d, batch %d)",
+        path,
+        position.step,
+        position.epoch + 1,
+        position.batch,
+    )

@@ -1,0 +1,80 @@
+"""A whole training job, start to finish: what ``adacomp-train`` runs on every rank."""
+
+from __future__ import annotations
+
+import time
+
+from adacomp_mpi.common.errors import UsageError
+from adacomp_mpi.common.files import atomic_write_json, check_writable_dir
+from adacomp_mpi.common.log import get_logger
+from adacomp_mpi.dist.agree import agree
+from adacomp_mpi.dist.communicator import Communicator
+from adacomp_mpi.dist.launch import describe_launch
+from adacomp_mpi.report.schema import CONFIG_FILE, METRICS_FILE
+
+from .build import build_trainer, choose_device
+from .config import TrainConfig
+from .gradients import parameter_digest
+from .loop import Loop
+from .metrics import MetricsWriter
+from .progress import make_progress
+from .resume import maybe_resume
+from .runinfo import run_config
+from .signals import StopRequest
+from .summary import build_summary
+
+
+def _check_outputs(config: TrainConfig, rank: int) -> None:
+    """Rank 0 writes every output file: fail early if it could not."""
+    if rank != 0:
+        return
+    for directory in {config.output_dir, config.summary_path.parent}:
+        if reason := check_writable_dir(directory):
+            raise UsageError(reason)
+
+
+def train(config: TrainConfig, comm: Communicator, *, stop: StopRequest | None = None) -> dict:
+    """Run a whole training job; rank 0 writes and every rank returns the summary."""
+    started = time.perf_counter()
+    agree(comm, lambda: _check_outputs(config, comm.rank))
+    launch = describe_launch(comm)
+    trainer = build_trainer(config, comm, choose_device(launch, comm.rank))
+    maybe_resume(trainer)
+    if comm.rank == 0:
+        atomic_write_json(config.output_dir / CONFIG_FILE, run_config(config, world_size=comm.size))
+    get_logger().info(
+        "model %s on %s: %d train / %d test samples, %d parameters, compression %s",
+        config.model,
+        config.dataset,
+        len(trainer.dataset.x_train),
+        len(trainer.dataset.x_test),
+        trainer.ledger.numel,
+        config.compression,
+    )
+    metrics = MetricsWriter(
+        config.output_dir / METRICS_FILE if comm.rank == 0 else None,
+        resume_step=trainer.step if config.resume else None,
+    )
+    loop = Loop(
+        trainer=trainer,
+        metrics=metrics,
+        progress=make_progress(rank=comm.rank, quiet=config.quiet, epochs=config.epochs),
+        stop=stop or StopRequest(),
+    )
+    try:
+        result = loop.run()
+    finally:
+        metrics.close()
+    summary = build_summary(
+        config,
+        trainer.ledger,
+        launch=launch,
+        device=str(trainer.device),
+        task=trainer.dataset.task,
+        result=result,
+        wall_seconds=time.perf_counter() - started,
+        digests=comm.allgather_object(parameter_digest(trainer.model)),
+    )
+    if comm.rank == 0:
+        atomic_write_json(config.summary_path, summary)
+    return summary

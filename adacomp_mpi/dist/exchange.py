@@ -43,6 +43,8 @@ class StepTraffic:
 class Exchange(Protocol):
     """Turns this rank's gradients into the global mean, in place."""
 
+    collective: str  # what a rank waits in during the exchange (for the watchdog)
+
     def average(
         self, grads: Gradients, *, dense: bool = False, finite: bool = True
     ) -> StepTraffic: ...
@@ -51,13 +53,13 @@ class Exchange(Protocol):
 class AdaCompExchange:
     """Compressed exchange: one payload per rank, one Allgatherv per step."""
 
+    collective = "allgatherv"
+
     def __init__(self, *, comm: Communicator, state: CodecState) -> None:
         self.comm = comm
         self.state = state
 
-    def average(
-        self, grads: Gradients, *, dense: bool = False, finite: bool = True
-    ) -> StepTraffic:
+    def average(self, grads: Gradients, *, dense: bool = False, finite: bool = True) -> StepTraffic:
         """Replace ``grads`` (flat float32, layout order) with the global mean.
 
         When any rank voids the step, ``grads`` are left as they are, this
@@ -98,15 +100,15 @@ class DenseExchange:
     alike, so every rank skips that step.
     """
 
+    collective = "allreduce"
+
     def __init__(self, *, comm: Communicator, state: CodecState) -> None:
         self.comm = comm
         self._names = [s.name for s in state.specs]
         self._offsets = np.cumsum([0, *(s.numel for s in state.specs)])
         self._flat = np.empty(int(self._offsets[-1]), np.float32)
 
-    def average(
-        self, grads: Gradients, *, dense: bool = False, finite: bool = True
-    ) -> StepTraffic:
+    def average(self, grads: Gradients, *, dense: bool = False, finite: bool = True) -> StepTraffic:
         started = time.perf_counter()
         offsets = self._offsets
         views = [grads[name] for name in self._names]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adacomp_mpi.codec.specs import CompressionPolicy
+from adacomp_mpi.codec.specs import LAYER_KINDS, CompressionPolicy, TensorSpec
 from adacomp_mpi.codec.state import CodecConfig, make_state
 from adacomp_mpi.common.errors import UsageError
 from adacomp_mpi.common.log import get_logger
@@ -51,6 +51,19 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
+def check_bin_size_keys(bin_sizes: dict[str, int], specs: list[TensorSpec]) -> None:
+    """Every ``--bin-size`` key must name a layer kind or a parameter of this
+    model: a misspelt key would otherwise be ignored without a word."""
+    names = [spec.name for spec in specs]
+    unknown = sorted(set(bin_sizes) - set(LAYER_KINDS) - set(names))
+    if unknown:
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise UsageError(
+            f"--bin-size key(s) {', '.join(map(repr, unknown))} name neither a layer kind "
+            f"({', '.join(LAYER_KINDS)}) nor a parameter of this model ({shown})"
+        )
+
+
 def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device) -> Trainer:
     """Collective: load data, build and synchronise the model, wire the exchange."""
     _check_config(config)
@@ -61,6 +74,7 @@ def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device)
     broadcast_module(model, comm)
     policy = CompressionPolicy(bin_sizes=dict(config.bin_sizes), dense_below=config.dense_below)
     specs, params = gradient_specs(model, policy)
+    check_bin_size_keys(dict(config.bin_sizes), specs)
     codec_config = agree(comm, lambda: CodecConfig(config.scale_rule, config.index_coding))
     state = make_state(specs, codec_config)
     return Trainer(

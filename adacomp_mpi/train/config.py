@@ -36,6 +36,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     resume: str | None = None  # a checkpoint directory, or "auto"
     on_nonfinite: str = "skip"  # or "stop"
+    max_skipped_fraction: float = 0.2  # more skipped steps than this: the run failed
+    stall_timeout: float = 300.0  # seconds without progress before the job aborts; 0: off
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -14,11 +14,11 @@ from adacomp_mpi.dist.exchange import StepTraffic
 from adacomp_mpi.report.schema import perplexity
 
 from .ledger import Position
-from .metrics import LocalStep, MetricsWriter, reduce_step
+from .metrics import GlobalStep, LocalStep, MetricsWriter, reduce_step
 from .progress import Progress
 from .resume import save_checkpoint
 from .sharding import batches, epoch_shard
-from .signals import EXIT_NONFINITE, EXIT_PREEMPTED, StopRequest
+from .signals import EXIT_INTERRUPTED, EXIT_NONFINITE, EXIT_PREEMPTED, StopRequest
 from .trainer import Trainer
 
 
@@ -35,10 +35,13 @@ class Loop:
     def __post_init__(self) -> None:
         self.kinds = sorted({spec.kind for spec in self.trainer.codec_state.specs})
 
-    def _record_step(self, local: LocalStep, traffic: StepTraffic, step_seconds: float) -> bool:
-        """Reduce across ranks, write metrics; returns whether a stop was requested."""
+    def _record_step(
+        self, local: LocalStep, traffic: StepTraffic, step_seconds: float
+    ) -> GlobalStep:
+        """Reduce across ranks (stop requests included), write metrics."""
         trainer = self.trainer
-        local.stop_requested = self.stop.requested
+        local.stop_requested, local.interrupted = self.stop.requested, self.stop.interrupted
+        trainer.heartbeat.beat("metrics allreduce", trainer.step)
         summed = reduce_step(trainer.comm, local, self.kinds)
         record = trainer.ledger.record_step(
             summed,
@@ -53,7 +56,7 @@ class Loop:
             samples_per_s=record["samples_per_s"] or 0.0,
             ratio=record["cumulative_compression_ratio"],
         )
-        return summed.stop_requested
+        return summed
 
     def _handle_void(self, traffic: StepTraffic) -> None:
         trainer = self.trainer
@@ -65,7 +68,8 @@ class Loop:
             raise StopTraining(
                 f"{message}; stopped, last good state checkpointed", exit_code=EXIT_NONFINITE
             )
-        get_logger().warning("%s; step skipped, parameters unchanged", message)
+        if trainer.comm.rank == 0 or trainer.config.log_all_ranks:  # the same on every rank
+            get_logger().warning("%s; step skipped, parameters unchanged", message)
 
     def checkpoint_due(self, unit: str) -> bool:
         config, position = self.trainer.config, self.trainer.ledger.position
@@ -74,12 +78,14 @@ class Loop:
         count = position.step if unit == "steps" else position.epoch
         return count % config.checkpoint_every == 0
 
-    def _preempt(self) -> None:
+    def _stop(self, summed: GlobalStep) -> None:
+        """A signal reached some rank: every rank checkpoints and exits alike."""
         save_checkpoint(self.trainer)
+        what = "interrupted" if summed.interrupted else "preempted"
         raise StopTraining(
-            f"preempted ({self.stop.signal_name or 'signal on another rank'}) at step "
+            f"{what} ({self.stop.signal_name or 'signal on another rank'}) at step "
             f"{self.trainer.step}; checkpoint written, rerun with --resume auto",
-            exit_code=EXIT_PREEMPTED,
+            exit_code=EXIT_INTERRUPTED if summed.interrupted else EXIT_PREEMPTED,
         )
 
     def run_epoch(self, epoch: int) -> float:
@@ -99,12 +105,12 @@ class Loop:
             step_started = time.perf_counter()
             local, traffic = trainer.train_step(plan[index])
             ledger.position = Position(ledger.step + 1, epoch, index + 1)
-            stop = self._record_step(local, traffic, time.perf_counter() - step_started)
+            summed = self._record_step(local, traffic, time.perf_counter() - step_started)
             loss_sum, count = loss_sum + local.loss_sum, count + local.count
             if not traffic.applied:
                 self._handle_void(traffic)
-            if stop:
-                self._preempt()
+            if summed.stop_requested:
+                self._stop(summed)
             if self.checkpoint_due("steps"):
                 save_checkpoint(trainer)
         self.progress.end_epoch()

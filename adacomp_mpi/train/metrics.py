@@ -30,6 +30,7 @@ class LocalStep:
     seconds: dict[str, float]
     counts: StepCounts
     stop_requested: bool = False
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,32 +42,32 @@ class GlobalStep:
     seconds: dict[str, float]  # mean over ranks
     by_kind: dict[str, dict[str, float]]
     stop_requested: bool
+    interrupted: bool
 
 
 def reduce_step(comm: Communicator, local: LocalStep, kinds: list[str]) -> GlobalStep:
     """Collective: sum this step's measurements over every rank."""
     empty = KindCounters()
-    values = [local.loss_sum, local.count, float(local.stop_requested)]
+    values = [local.loss_sum, local.count, float(local.stop_requested), float(local.interrupted)]
     values += [local.seconds.get(phase, 0.0) for phase in TIME_PHASES]
     for kind in kinds:
         counters = local.counts.get(kind, empty)
         values += [float(getattr(counters, f)) for f in KIND_FIELDS]
     summed = np.asarray(values, np.float64)
     comm.allreduce_sum(summed)
-    loss_sum, count, stop = summed[:3]
-    seconds = dict(
-        zip(TIME_PHASES, (summed[3 : 3 + len(TIME_PHASES)] / comm.size).tolist(), strict=True)
-    )
-    per_kind = summed[3 + len(TIME_PHASES) :].reshape(len(kinds), len(KIND_FIELDS))
+    loss_sum, count, stop, interrupted = summed[:4]
+    phases = summed[4 : 4 + len(TIME_PHASES)] / comm.size
+    per_kind = summed[4 + len(TIME_PHASES) :].reshape(len(kinds), len(KIND_FIELDS))
     return GlobalStep(
         loss=loss_sum / max(count, 1),
         samples=int(count),
-        seconds=seconds,
+        seconds=dict(zip(TIME_PHASES, phases.tolist(), strict=True)),
         by_kind={
             k: dict(zip(KIND_FIELDS, row.tolist(), strict=True))
             for k, row in zip(kinds, per_kind, strict=True)
         },
         stop_requested=stop > 0,
+        interrupted=interrupted > 0,
     )
 
 

@@ -18,6 +18,7 @@ from .trainer import Trainer
 
 def save_checkpoint(trainer: Trainer) -> None:
     """Collective: write model, optimizer, ledger and every rank's residues."""
+    trainer.heartbeat.beat("checkpoint", trainer.step)
     codec = trainer.codec_state.state_dict()
     codec["residues"] = {k: torch.from_numpy(v) for k, v in codec["residues"].items()}
     path = checkpoint.save(

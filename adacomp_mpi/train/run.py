@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import time
 
-from adacomp_mpi.common.errors import UsageError
+import torch
+from torch import nn
+
+from adacomp_mpi.common.errors import StopTraining, UsageError
 from adacomp_mpi.common.files import atomic_write_json, check_writable_dir
 from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.dist.agree import agree
 from adacomp_mpi.dist.communicator import Communicator
 from adacomp_mpi.dist.launch import describe_launch
+from adacomp_mpi.dist.watchdog import GRACE_SECONDS, Watchdog
 from adacomp_mpi.report.schema import CONFIG_FILE, METRICS_FILE
 
 from .build import build_trainer, choose_device
@@ -20,7 +25,7 @@ from .metrics import MetricsWriter
 from .progress import make_progress
 from .resume import maybe_resume
 from .runinfo import run_config
-from .signals import StopRequest
+from .signals import EXIT_NONFINITE, StopRequest
 from .summary import build_summary
 
 
@@ -33,12 +38,44 @@ def _check_outputs(config: TrainConfig, rank: int) -> None:
             raise UsageError(reason)
 
 
+def _failure(summary: dict, model: nn.Module, config: TrainConfig) -> str | None:
+    """Why the run's result is not a trained model, or None."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "the final parameters are not finite"
+    if not math.isfinite(summary["test_loss"]):
+        return f"the final test loss is {summary['test_loss']}"
+    skipped, steps = summary["skipped_steps"], summary["steps"]
+    if steps and skipped > config.max_skipped_fraction * steps:
+        return (
+            f"{skipped} of {steps} steps were skipped as non-finite "
+            f"(more than --max-skipped-fraction {config.max_skipped_fraction})"
+        )
+    return None
+
+
 def train(config: TrainConfig, comm: Communicator, *, stop: StopRequest | None = None) -> dict:
-    """Run a whole training job; rank 0 writes and every rank returns the summary."""
+    """Run a whole training job; rank 0 writes and every rank returns the summary.
+
+    Raises StopTraining (exit 3) after writing the summary when the result is
+    not a trained model (diverged, or too many skipped steps).
+    """
+    watchdog = Watchdog(
+        rank=comm.rank, timeout=config.stall_timeout, grace=GRACE_SECONDS, abort=comm.abort
+    ).start()
+    try:
+        return _train(config, comm, stop=stop, watchdog=watchdog)
+    finally:
+        watchdog.stop()
+
+
+def _train(
+    config: TrainConfig, comm: Communicator, *, stop: StopRequest | None, watchdog: Watchdog
+) -> dict:
     started = time.perf_counter()
     agree(comm, lambda: _check_outputs(config, comm.rank))
     launch = describe_launch(comm)
     trainer = build_trainer(config, comm, choose_device(launch, comm.rank))
+    trainer.heartbeat = watchdog
     maybe_resume(trainer)
     if comm.rank == 0:
         atomic_write_json(config.output_dir / CONFIG_FILE, run_config(config, world_size=comm.size))
@@ -75,6 +112,10 @@ def train(config: TrainConfig, comm: Communicator, *, stop: StopRequest | None =
         wall_seconds=time.perf_counter() - started,
         digests=comm.allgather_object(parameter_digest(trainer.model)),
     )
+    failure = _failure(summary, trainer.model, config)
+    summary["result"] = "trained" if failure is None else f"failed: {failure}"
     if comm.rank == 0:
         atomic_write_json(config.summary_path, summary)
+    if failure is not None:
+        raise StopTraining(f"the run did not train: {failure}", exit_code=EXIT_NONFINITE)
     return summary

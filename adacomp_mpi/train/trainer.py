@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from adacomp_mpi.datasets import ArrayDataset
 from adacomp_mpi.dist.agree import sum_across
 from adacomp_mpi.dist.communicator import Communicator
 from adacomp_mpi.dist.exchange import Exchange, StepTraffic
+from adacomp_mpi.dist.watchdog import Heartbeat, NoHeartbeat
 
 from .config import TrainConfig
 from .gradients import GradientBridge
@@ -46,6 +47,7 @@ class Trainer:
     bridge: GradientBridge
     device: torch.device
     ledger: Ledger
+    heartbeat: Heartbeat = field(default_factory=NoHeartbeat)
 
     @property
     def step(self) -> int:
@@ -60,6 +62,7 @@ class Trainer:
     def train_step(self, rows: np.ndarray) -> tuple[LocalStep, StepTraffic]:
         """Forward, backward, exchange, optimizer step (skipped if any rank voided)."""
         started = time.perf_counter()
+        self.heartbeat.beat("forward_backward", self.step)
         inputs, targets = self._tensors(self.dataset.x_train, self.dataset.y_train, rows)
         self.model.train()
         self.bridge.zero()
@@ -69,10 +72,12 @@ class Trainer:
         loss = float(score.loss.detach())
         finite = math.isfinite(loss) and all(bool(np.isfinite(g).all()) for g in grads.values())
         backward_done = time.perf_counter()
+        self.heartbeat.beat(self.exchange.collective, self.step)
         traffic = self.exchange.average(
             grads, dense=self.step < self.config.warmup_steps, finite=finite
         )
         exchanged = time.perf_counter()
+        self.heartbeat.beat("optimizer", self.step)
         if traffic.applied:
             self.bridge.from_host()
             self.optimizer.step()
@@ -96,10 +101,12 @@ class Trainer:
         rows = eval_shard(len(self.dataset.x_test), rank=self.comm.rank, size=self.comm.size)
         loss_sum = correct = count = 0.0
         for batch in batches(rows, EVAL_BATCH):
+            self.heartbeat.beat("evaluation", self.step)
             inputs, targets = self._tensors(self.dataset.x_test, self.dataset.y_test, batch)
             score = TASKS[self.dataset.task](self.model(inputs), targets)
             loss_sum += float(score.loss) * score.count
             correct += score.correct
             count += score.count
+        self.heartbeat.beat("evaluation allreduce", self.step)
         loss_sum, correct, count = sum_across(self.comm, [loss_sum, correct, count])
         return loss_sum / max(count, 1), correct / max(count, 1)

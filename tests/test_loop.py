@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from adacomp_mpi.common.errors import StopTraining
+from adacomp_mpi.dist.buffer import GradientBuffer
 from adacomp_mpi.dist.communicator import LocalCommunicator
 from adacomp_mpi.report.runs import read_records
 from adacomp_mpi.train import checkpoint
@@ -48,10 +49,10 @@ def _poison_gradient_at(trainer: Trainer, step: int, monkeypatch: pytest.MonkeyP
     """Make this rank's gradient non-finite at ``step`` only."""
     to_host = trainer.bridge.to_host
 
-    def poisoned() -> dict[str, np.ndarray]:
+    def poisoned() -> GradientBuffer:
         grads = to_host()
         if trainer.step == step:
-            next(iter(grads.values()))[0] = np.nan
+            grads.flat[0] = np.nan
         return grads
 
     monkeypatch.setattr(trainer.bridge, "to_host", poisoned)

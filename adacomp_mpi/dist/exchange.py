@@ -12,7 +12,7 @@ extra collective.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,9 +23,8 @@ from adacomp_mpi.codec.counters import StepCounts
 from adacomp_mpi.codec.state import CodecState
 from adacomp_mpi.codec.wire import is_void
 
+from .buffer import GradientBuffer
 from .communicator import Communicator
-
-Gradients = Mapping[str, np.ndarray]  # tensor name -> flat float32 array, layout order
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class Exchange(Protocol):
     collective: str  # what a rank waits in during the exchange (for the watchdog)
 
     def average(
-        self, grads: Gradients, *, dense: bool = False, finite: bool = True
+        self, grads: GradientBuffer, *, dense: bool = False, finite: bool = True
     ) -> StepTraffic: ...
 
 
@@ -59,8 +58,10 @@ class AdaCompExchange:
         self.comm = comm
         self.state = state
 
-    def average(self, grads: Gradients, *, dense: bool = False, finite: bool = True) -> StepTraffic:
-        """Replace ``grads`` (flat float32, layout order) with the global mean.
+    def average(
+        self, grads: GradientBuffer, *, dense: bool = False, finite: bool = True
+    ) -> StepTraffic:
+        """Replace ``grads`` with the global mean.
 
         When any rank voids the step, ``grads`` are left as they are, this
         rank's residues get back what it sent, and ``applied`` is False.
@@ -68,7 +69,7 @@ class AdaCompExchange:
         specs = self.state.specs
         started = time.perf_counter()
         if finite:
-            encoded = encode_counted(grads, self.state, dense=dense)
+            encoded = encode_counted(grads.views, self.state, dense=dense)
             payload, counts = encoded.payload, encoded.counts
         else:
             payload, counts = encode_void(self.state), {}
@@ -79,7 +80,7 @@ class AdaCompExchange:
         if voided and finite:
             restore_residues(payload, self.state)
         elif not voided:
-            mean_into(gathered, specs, grads)
+            mean_into(gathered, specs, grads.views)
         return StepTraffic(
             sizes=tuple(p.size for p in gathered),
             applied=not voided,
@@ -94,40 +95,31 @@ class AdaCompExchange:
 
 
 class DenseExchange:
-    """Uncompressed baseline: Allreduce of all gradients in one flat buffer.
+    """Uncompressed baseline: one in-place Allreduce of the flat gradient buffer.
 
     A non-finite gradient anywhere makes the mean non-finite on every rank
-    alike, so every rank skips that step.
+    alike, so every rank skips that step (the buffer then holds that mean,
+    which nothing reads: the next step zeroes it).
     """
 
     collective = "allreduce"
 
     def __init__(self, *, comm: Communicator, state: CodecState) -> None:
         self.comm = comm
-        self._names = [s.name for s in state.specs]
-        self._offsets = np.cumsum([0, *(s.numel for s in state.specs)])
-        self._flat = np.empty(int(self._offsets[-1]), np.float32)
 
-    def average(self, grads: Gradients, *, dense: bool = False, finite: bool = True) -> StepTraffic:
+    def average(
+        self, grads: GradientBuffer, *, dense: bool = False, finite: bool = True
+    ) -> StepTraffic:
         started = time.perf_counter()
-        offsets = self._offsets
-        views = [grads[name] for name in self._names]
-        for grad, start, stop in zip(views, offsets[:-1], offsets[1:], strict=True):
-            self._flat[start:stop] = grad
-        packed = time.perf_counter()
-        self.comm.allreduce_sum(self._flat)
+        self.comm.allreduce_sum(grads.flat)
         communicated = time.perf_counter()
-        self._flat /= np.float32(self.comm.size)
-        applied = bool(np.isfinite(self._flat).all())
-        if applied:
-            for grad, start, stop in zip(views, offsets[:-1], offsets[1:], strict=True):
-                grad[...] = self._flat[start:stop]
+        np.divide(grads.flat, np.float32(self.comm.size), out=grads.flat)
         return StepTraffic(
-            sizes=(self._flat.nbytes,) * self.comm.size,
-            applied=applied,
+            sizes=(grads.flat.nbytes,) * self.comm.size,
+            applied=grads.is_finite(),
             seconds={
-                "encode": packed - started,
-                "communicate": communicated - packed,
+                "encode": 0.0,
+                "communicate": communicated - started,
                 "decode": time.perf_counter() - communicated,
             },
         )

@@ -85,7 +85,7 @@ def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device)
         optimizer=OPTIMIZERS[config.optimizer](params, config),
         codec_state=state,
         exchange=make_exchange(config.compression, comm=comm, state=state),
-        bridge=GradientBridge(params, names=[spec.name for spec in specs]),
+        bridge=GradientBridge(params, specs),
         device=device,
         ledger=Ledger(
             numel=sum(spec.numel for spec in specs),

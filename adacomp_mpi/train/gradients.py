@@ -1,7 +1,11 @@
-"""Bridge between torch ``.grad`` tensors and the flat NumPy arrays the codec uses.
+"""Torch gradients in one flat buffer that NumPy and the exchange see directly.
 
-On the CPU the arrays are views of the gradient storage (no copies); on a GPU
-they are host buffers copied in before and out after the exchange.
+Every parameter's ``.grad`` is a view into one flat float32 tensor (what DDP
+calls gradient-as-bucket-view), so autograd accumulates straight into the
+buffer the codec reads, and zeroing, host copies and the finiteness check are
+one operation each instead of one per tensor. On the CPU the NumPy buffer is
+the gradient storage itself (no copies); on a GPU it is a pinned host buffer,
+filled with one copy after backward and copied back once after the exchange.
 """
 
 from __future__ import annotations
@@ -9,39 +13,42 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import numpy as np
 import torch
+
+from adacomp_mpi.codec.specs import TensorSpec
+from adacomp_mpi.dist.buffer import GradientBuffer
 
 
 class GradientBridge:
-    """Flat float32 host arrays, one per parameter, keyed by tensor name in
-    layout order (the codec's addressing), built once for the whole run."""
+    """The flat gradient tensor, its host twin, and the views the codec uses."""
 
-    def __init__(self, params: Sequence[torch.nn.Parameter], *, names: Sequence[str]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], specs: Sequence[TensorSpec]) -> None:
         self.params = list(params)
+        device = self.params[0].device if self.params else torch.device("cpu")
+        total = sum(spec.numel for spec in specs)
+        self.flat = torch.zeros(total, dtype=torch.float32, device=device)
+        offset = 0
         for param in self.params:
-            param.grad = torch.zeros_like(param)  # fixed storage for the views
-        self.on_host = all(p.device.type == "cpu" for p in self.params)
+            param.grad = self.flat[offset : offset + param.numel()].view_as(param)
+            offset += param.numel()
+        self.on_host = device.type == "cpu"
         if self.on_host:
-            arrays = [p.grad.view(-1).numpy() for p in self.params]
+            self.host_flat = self.flat
         else:
-            arrays = [np.empty(p.numel(), np.float32) for p in self.params]
-        self.arrays: dict[str, np.ndarray] = dict(zip(names, arrays, strict=True))
+            self.host_flat = torch.empty(total, dtype=torch.float32, pin_memory=True)
+        self.buffer = GradientBuffer.over(self.host_flat.numpy(), specs)
 
     def zero(self) -> None:
-        for param in self.params:
-            param.grad.zero_()
+        self.flat.zero_()
 
-    def to_host(self) -> dict[str, np.ndarray]:
+    def to_host(self) -> GradientBuffer:
         if not self.on_host:
-            for param, array in zip(self.params, self.arrays.values(), strict=True):
-                array[...] = param.grad.detach().reshape(-1).cpu().numpy()
-        return self.arrays
+            self.host_flat.copy_(self.flat)
+        return self.buffer
 
     def from_host(self) -> None:
         if not self.on_host:
-            for param, array in zip(self.params, self.arrays.values(), strict=True):
-                param.grad.copy_(torch.from_numpy(array).view_as(param.grad))
+            self.flat.copy_(self.host_flat, non_blocking=True)
 
 
 def parameter_digest(module: torch.nn.Module) -> str:

@@ -70,7 +70,7 @@ class Trainer:
         score.loss.backward()
         grads = self.bridge.to_host()
         loss = float(score.loss.detach())
-        finite = math.isfinite(loss) and all(bool(np.isfinite(g).all()) for g in grads.values())
+        finite = math.isfinite(loss) and grads.is_finite()
         backward_done = time.perf_counter()
         self.heartbeat.beat(self.exchange.collective, self.step)
         traffic = self.exchange.average(

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from verdict import Verdict
 
 from adacomp_mpi import TensorSpec, decode_mean, encode, make_state
+from adacomp_mpi.dist.buffer import GradientBuffer
 from adacomp_mpi.dist.communicator import MpiCommunicator
 from adacomp_mpi.dist.exchange import AdaCompExchange, DenseExchange
 
@@ -33,6 +34,14 @@ def rank_grads(rank: int, step: int) -> dict[str, np.ndarray]:
     return {s.name: rng.standard_normal(s.numel).astype(np.float32) * (rank + 1) for s in SPECS}
 
 
+def rank_buffer(rank: int, step: int) -> GradientBuffer:
+    """The same gradients in the flat buffer the exchanges work on."""
+    buffer = GradientBuffer.zeros(SPECS)
+    for name, grad in rank_grads(rank, step).items():
+        buffer.views[name][...] = grad
+    return buffer
+
+
 def digest(arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()
 
@@ -49,8 +58,9 @@ def main() -> None:
     exchange = AdaCompExchange(comm=comm, state=make_state(SPECS))
     reference_states = [make_state(SPECS) for _ in range(comm.size)]
     for step in range(4):
-        grads = rank_grads(comm.rank, step)
-        exchange.average(grads, dense=step == 0)
+        buffer = rank_buffer(comm.rank, step)
+        exchange.average(buffer, dense=step == 0)
+        grads = dict(buffer.views)
         digests = comm.allgather_object(digest(grads))
         verdict.check(len(set(digests)) == 1, f"step {step}: ranks decoded different means")
         # Every rank can replay every rank's encoder; the mean must match bit for bit.
@@ -62,8 +72,9 @@ def main() -> None:
         verdict.check(digest(expected) == digest(grads), f"step {step}: mean != replayed mean")
 
     dense = DenseExchange(comm=comm, state=make_state(SPECS))
-    grads = rank_grads(comm.rank, 99)
-    dense.average(grads)
+    buffer = rank_buffer(comm.rank, 99)
+    dense.average(buffer)
+    grads = dict(buffer.views)
     exact = {
         s.name: np.mean([rank_grads(r, 99)[s.name] for r in range(comm.size)], axis=0)
         for s in SPECS

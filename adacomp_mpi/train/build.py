@@ -3,6 +3,8 @@ the exchange, wired into a ``Trainer``."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -34,6 +36,19 @@ def choose_device(launch: Launch, rank: int) -> torch.device:
         device = torch.device("cpu")
         get_logger().info("device: cpu (CUDA not available)")
     return device
+
+
+def set_compute_threads(launch: Launch, rank: int) -> int:
+    """Share the host's cores among the ranks on it (as torchrun does), unless
+    OMP_NUM_THREADS says otherwise: N ranks each running torch with every
+    core's worth of threads oversubscribe the host and slow every step."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0))
+        ranks_here = launch.ranks_per_host()[launch.hostnames[rank]]
+        torch.set_num_threads(max(1, cores // ranks_here))
+    threads = torch.get_num_threads()
+    get_logger().info("torch threads per rank: %d", threads)
+    return threads
 
 
 def broadcast_module(module: nn.Module, comm: Communicator) -> None:
@@ -70,7 +85,8 @@ def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device)
     dataset = agree(comm, lambda: load_dataset(config.dataset, path=config.data_path))
     inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
     torch.manual_seed(config.seed)
-    model = agree(comm, lambda: build_model(config.model, inputs)).to(device)
+    model = agree(comm, lambda: build_model(config.model, inputs, config.model_options))
+    model = model.to(device)
     broadcast_module(model, comm)
     policy = CompressionPolicy(bin_sizes=dict(config.bin_sizes), dense_below=config.dense_below)
     specs, params = gradient_specs(model, policy)

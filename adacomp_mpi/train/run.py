@@ -17,7 +17,7 @@ from adacomp_mpi.dist.launch import describe_launch
 from adacomp_mpi.dist.watchdog import GRACE_SECONDS, Watchdog
 from adacomp_mpi.report.schema import CONFIG_FILE, METRICS_FILE
 
-from .build import build_trainer, choose_device
+from .build import build_trainer, choose_device, set_compute_threads
 from .config import TrainConfig
 from .gradients import parameter_digest
 from .loop import Loop
@@ -74,6 +74,7 @@ def _train(
     started = time.perf_counter()
     agree(comm, lambda: _check_outputs(config, comm.rank))
     launch = describe_launch(comm)
+    set_compute_threads(launch, comm.rank)
     trainer = build_trainer(config, comm, choose_device(launch, comm.rank))
     trainer.heartbeat = watchdog
     maybe_resume(trainer)

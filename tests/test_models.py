@@ -122,3 +122,30 @@ def test_cnn_on_embedded_digits() -> None:
 def test_incompatible_inputs_are_rejected(name: str, inputs: ModelInputs, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_model(name, inputs)
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_model_options_set_the_size() -> None:
+    inputs = ModelInputs((784,), 10)
+    wide = build_model("mlp", inputs, {"hidden": "2048,1024"})
+    assert _parameters(wide) == 784 * 2048 + 2048 + 2048 * 1024 + 1024 + 1024 * 10 + 10
+    cnn = build_model("cnn", ModelInputs((1, 28, 28), 10), {"channels": "8,16", "hidden": "32"})
+    assert [m.out_channels for m in cnn if isinstance(m, torch.nn.Conv2d)] == [8, 16]
+    lstm = build_model("seq_lstm", ModelInputs((29, 12), 9), {"hidden": "32", "layers": "1"})
+    assert lstm(torch.zeros(2, 29, 12)).shape == (2, 9)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"width": "3"}, r"model 'mlp' has no option 'width'; its options are hidden=256,128"),
+        ({"hidden": "a,b"}, r"model option hidden='a,b'"),
+        ({"hidden": "0"}, r"sizes must be at least 1"),
+    ],
+)
+def test_bad_model_options_are_one_line_errors(options: dict[str, str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_model("mlp", ModelInputs((784,), 10), options)

@@ -12,6 +12,7 @@ class TrainConfig:
     """Everything that defines a run; JSON-serialisable via ``to_dict``."""
 
     model: str = "mlp"
+    model_options: dict[str, str] = field(default_factory=dict)  # --model-option KEY=VALUE
     dataset: str = "digits"
     data_path: Path | None = None
     epochs: int = 25
@@ -54,6 +55,7 @@ class TrainConfig:
 # Options that shape the training trajectory: a resume must not change them.
 TRAJECTORY_OPTIONS = (
     "model",
+    "model_options",
     "dataset",
     "batch_size",
     "lr",

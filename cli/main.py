@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from adacomp_mpi import __version__
+
 from .common import PROG, fail
 from .env import env
 from .report import report
@@ -13,16 +15,24 @@ from .train import train
 
 
 class DefaultToTrain(click.Group):
-    """``adacomp-train [OPTIONS]`` means ``adacomp-train train [OPTIONS]``."""
+    """``adacomp-train [OPTIONS]`` means ``adacomp-train train [OPTIONS]``, except
+    for the group's own options (``--help``, ``--version``), which its help lists."""
+
+    def own_options(self, ctx: click.Context) -> set[str]:
+        return {
+            flag
+            for param in self.get_params(ctx)
+            for flag in (*param.opts, *getattr(param, "secondary_opts", ()))
+        }
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+        if not args or args[0] not in {*self.commands, *self.own_options(ctx)}:
             args = ["train", *args]
         return super().parse_args(ctx, args)
 
 
 @click.group(cls=DefaultToTrain, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="adacomp-mpi", prog_name=PROG)
+@click.version_option(__version__, prog_name=PROG, message="%(prog)s %(version)s")
 def cli() -> None:
     """Data-parallel PyTorch training over MPI with AdaComp gradient compression.
 

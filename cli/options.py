@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import click
 
 EVERY = re.compile(r"^(\d+)\s*(steps?|epochs?|ep|e)?$")
+# A layer kind (conv, fc, ...) or a parameter name as torch spells it (0.weight,
+# encoder.layers.1.bias): dot-separated words of letters, digits and underscores.
+# Whether the key names a kind or parameter of the model is checked once it is built.
+BIN_SIZE_KEY = re.compile(r"^\w+(\.\w+)*$", re.ASCII)
 
 
 class BinSizeType(click.ParamType):
@@ -17,9 +22,16 @@ class BinSizeType(click.ParamType):
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
         if isinstance(value, tuple):
             return value
-        key, sep, size = str(value).partition("=")
+        key, sep, size = (part.strip() for part in str(value).partition("="))
         if not sep or not key:
             self.fail(f"{value!r} is not KEY=L_T (e.g. conv=50 or 0.weight=200)", param, ctx)
+        if not BIN_SIZE_KEY.match(key):
+            self.fail(
+                f"key {key!r} in {value!r} is not a layer kind or parameter name "
+                "(e.g. conv, fc or 0.weight)",
+                param,
+                ctx,
+            )
         try:
             bin_size = int(size)
         except ValueError:
@@ -27,6 +39,43 @@ class BinSizeType(click.ParamType):
         if bin_size < 2:
             self.fail(f"L_T must be >= 2, got {bin_size} in {value!r}", param, ctx)
         return key, bin_size
+
+
+def bin_size_table(
+    ctx: click.Context, param: click.Parameter, pairs: Iterable[tuple[str, int]]
+) -> dict[str, int]:
+    """Callback: the (key, L_T) pairs as a table; a key given two different L_T is
+    refused, since keeping either one would silently drop the other."""
+    table: dict[str, int] = {}
+    for key, size in pairs:
+        if table.setdefault(key, size) != size:
+            raise click.BadParameter(f"{key!r} is given twice ({table[key]} and {size})")
+    return table
+
+
+class KeyValueType(click.ParamType):
+    """``KEY=VALUE`` with a non-empty key; the value is checked by whoever reads it."""
+
+    name = "KEY=VALUE"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, tuple):
+            return value
+        key, sep, text = (part.strip() for part in str(value).partition("="))
+        if not sep or not key or not text:
+            self.fail(f"{value!r} is not KEY=VALUE (e.g. hidden=512,256)", param, ctx)
+        return key, text
+
+
+def key_value_table(
+    ctx: click.Context, param: click.Parameter, pairs: Iterable[tuple[str, str]]
+) -> dict[str, str]:
+    """Callback: KEY=VALUE pairs as a table; a key given twice differently is refused."""
+    table: dict[str, str] = {}
+    for key, text in pairs:
+        if table.setdefault(key, text) != text:
+            raise click.BadParameter(f"{key!r} is given twice ({table[key]} and {text})")
+    return table
 
 
 class EveryType(click.ParamType):

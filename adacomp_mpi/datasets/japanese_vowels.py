@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import ArrayDataset, DatasetError
-from .files import resolve_path
+from .files import brief, resolve_path
 from .ts_format import TsCases, read_ts
 
 MAX_LEN = 29
@@ -41,7 +41,8 @@ def encode_labels(labels: tuple[str, ...], classes: tuple[str, ...], *, source: 
     index = {label: i for i, label in enumerate(classes)}
     unknown = sorted(set(labels) - set(index))
     if unknown:
-        raise DatasetError(f"{source}: labels {unknown[:5]} not among classes {list(classes)}")
+        listed = brief(f"labels {unknown[:5]} not among classes {list(classes)}")
+        raise DatasetError(f"{source}: {listed}")
     return np.array([index[label] for label in labels], dtype=np.int64)
 
 

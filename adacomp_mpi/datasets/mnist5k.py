@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import ArrayDataset, DatasetError
-from .files import file_or_member, one_line, read_bytes, resolve_path
+from .files import brief, file_or_member, read_bytes, require_text, resolve_path
 
 FILENAME = "mnist_5k.csv.gz"
 PIXELS = 784
@@ -23,10 +23,11 @@ SPLIT_SEED = 5000
 
 def parse_mnist_csv(data: bytes, *, source: str) -> tuple[np.ndarray, np.ndarray]:
     """Rows of 784 pixels + label -> (x (N, 1, 28, 28) float32 in 0..1, y (N,) int64)."""
+    require_text(data, source=f"mnist5k: {source}", expected="a CSV text file")
     try:
         table = np.loadtxt(io.BytesIO(data), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as error:
-        raise DatasetError(f"mnist5k: cannot parse {source}: {one_line(error)}") from None
+        raise DatasetError(f"mnist5k: cannot parse {source}: {brief(error)}") from None
     if table.shape[1] != PIXELS + 1:
         raise DatasetError(
             f"mnist5k: {source}: expected 785 columns (784 pixels + label), got {table.shape[1]}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import ArrayDataset, DatasetError
-from .files import one_line, resolve_path
+from .files import brief, require_text, resolve_path
 
 SEQ_LEN = 64
 TEST_FRACTION = 0.05
@@ -50,10 +50,18 @@ def read_corpus(path: Path) -> bytes:
             raise DatasetError(f"shakespeare: no {TEXT_GLOB} files in {path}")
     else:
         raise DatasetError(f"shakespeare: {path} not found (expected a directory or a .txt file)")
+    return b"".join(_read_text(p) for p in files)
+
+
+def _read_text(path: Path) -> bytes:
+    """One text's bytes; a binary file (an .npz given by mistake) would otherwise
+    train silently on its bytes as characters."""
     try:
-        return b"".join(p.read_bytes() for p in files)
+        data = path.read_bytes()
     except OSError as error:
-        raise DatasetError(f"shakespeare: cannot read {path}: {one_line(error)}") from None
+        raise DatasetError(f"shakespeare: cannot read {path}: {brief(error)}") from None
+    require_text(data, source=f"shakespeare: {path}", expected="a text file")
+    return data
 
 
 def windows(tokens: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:

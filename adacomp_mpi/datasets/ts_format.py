@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetError
-from .files import one_line, read_bytes
+from .files import brief, read_bytes, require_text
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def _parse_case(line: str, dimensions: int | None, where: str) -> tuple[np.ndarr
     try:
         values = [np.array(channel.split(","), dtype=np.float32) for channel in channels]
     except ValueError as error:
-        raise DatasetError(f"{where}: bad value ({one_line(error)})") from None
+        raise DatasetError(f"{where}: bad value ({brief(error)})") from None
     lengths = {len(v) for v in values}
     if len(lengths) != 1:
         raise DatasetError(f"{where}: channels have different lengths {sorted(lengths)}")
@@ -83,8 +83,10 @@ def read_ts(path: Path, *, what: str) -> TsCases:
     """Read and parse one ``.ts`` file."""
     if not path.is_file():
         raise DatasetError(f"{what}: {path} not found")
+    data = read_bytes(path, what=what)
+    require_text(data, source=f"{what}: {path}", expected="a .ts text file")
     try:
-        text = read_bytes(path, what=what).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise DatasetError(f"{what}: {path} is not UTF-8 text") from None
     return parse_ts(text, source=f"{what}: {path}")

@@ -18,12 +18,14 @@ leaves either the previous checkpoint or the new one. Files are loaded with
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,11 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 COMMON = "common.pt"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+RUN_CHECKPOINTS = "checkpoints"  # OUTPUT_DIR/checkpoints, see TrainConfig.checkpoint_dir
+AUTO = "auto"
+WHAT_TO_GIVE = (
+    f"give a checkpoint directory (OUTPUT_DIR/{RUN_CHECKPOINTS}/step-NNNNNNNN) or {AUTO!r}"
+)
 
 
 class CheckpointError(UsageError):
@@ -160,12 +167,67 @@ def _load_failure(error: Exception) -> str:
     return (named or lines or [type(error).__name__])[0]
 
 
+def _missing(path: Path) -> str:
+    close = difflib.get_close_matches(str(path).lower(), [AUTO], n=1)
+    maybe = f" (did you mean {AUTO!r}?)" if close else ""
+    return f"no checkpoint at {str(path)!r}{maybe}; {WHAT_TO_GIVE}"
+
+
+def _a_file(path: Path) -> str:
+    return f"checkpoint {path} is a file, not a checkpoint directory; {WHAT_TO_GIVE}"
+
+
+def _run_directory(path: Path) -> str:
+    root = path / RUN_CHECKPOINTS
+    newest = latest(root)
+    if newest is None:
+        return (
+            f"{path} is a run directory, not a checkpoint, and {root} holds no readable "
+            f"checkpoint; use --resume {AUTO} with --output-dir {path} (it starts fresh "
+            "while there is none)"
+        )
+    return (
+        f"{path} is a run directory, not a checkpoint; use --resume {AUTO} with "
+        f"--output-dir {path}, or --resume {newest} (its newest checkpoint)"
+    )
+
+
+def _checkpoints_directory(path: Path) -> str:
+    newest = latest(path)
+    if newest is None:
+        return f"{path} holds step-* directories but none with a readable manifest; {WHAT_TO_GIVE}"
+    auto = f"--resume {AUTO} with --output-dir {path.parent}, or "
+    return (
+        f"{path} holds checkpoints but is not one; use "
+        f"{auto if path.name == RUN_CHECKPOINTS else ''}--resume {newest} (the newest)"
+    )
+
+
+# What a path without a manifest is instead of a checkpoint, tested in order,
+# each with the one-line advice for it: a mistyped --resume or a run directory
+# are the usual causes, and "no manifest" alone does not say what to give.
+NOT_A_CHECKPOINT: tuple[tuple[Callable[[Path], bool], Callable[[Path], str]], ...] = (
+    (lambda path: not path.exists(), _missing),
+    (lambda path: not path.is_dir(), _a_file),
+    (lambda path: (path / RUN_CHECKPOINTS).is_dir(), _run_directory),
+    (lambda path: bool(_checkpoint_dirs(path)), _checkpoints_directory),
+)
+
+
+def _no_manifest(path: Path, error: Exception) -> str:
+    """Why ``path`` has no readable manifest, and what to give instead."""
+    for applies, explain in NOT_A_CHECKPOINT:
+        if applies(path):
+            return explain(path)
+    return f"checkpoint {path}: no readable manifest ({error})"
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest, checked for format and shape; CheckpointError otherwise."""
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path}: no readable manifest ({error})") from None
+        raise CheckpointError(_no_manifest(path, error)) from None
     if not isinstance(manifest, dict):
         raise CheckpointError(f"checkpoint {path}: malformed manifest")
     version = manifest.get("format_version")

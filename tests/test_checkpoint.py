@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 
 from adacomp_mpi.common.errors import UsageError
 from adacomp_mpi.dist.communicator import LocalCommunicator
-from adacomp_mpi.train import checkpoint
+from adacomp_mpi.train import checkpoint, checkpoint_write
 from adacomp_mpi.train.checkpoint import CheckpointError
 
 COMM = LocalCommunicator()
@@ -39,7 +41,7 @@ def rank_state(step: int) -> dict[str, Any]:
 
 
 def save(root: Path, step: int, *, keep: int = 3) -> Path:
-    return checkpoint.save(
+    return checkpoint_write.save(
         root,
         comm=COMM,
         step=step,
@@ -88,7 +90,7 @@ def test_round_trip(tmp_path: Path) -> None:
 
 def test_saving_the_same_step_again_replaces_it(tmp_path: Path) -> None:
     save(tmp_path, 5)
-    path = checkpoint.save(
+    path = checkpoint_write.save(
         tmp_path, comm=COMM, step=5, common=common_state(6), rank_state=rank_state(6), keep=3
     )
     common, _ = checkpoint.load(path, comm=COMM)
@@ -138,18 +140,23 @@ def test_a_crash_before_the_manifest_keeps_the_previous_checkpoint(
 ) -> None:
     previous = save(tmp_path, 10)
     before = {p.name: p.read_bytes() for p in previous.iterdir()}
-    real_write = checkpoint.atomic_write_bytes
+    real_write = checkpoint_write.atomic_write_bytes
 
     def crash_on_manifest(path: Path, data: bytes) -> None:
         if path.name == checkpoint.MANIFEST:
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(checkpoint, "atomic_write_bytes", crash_on_manifest)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(checkpoint_write, "atomic_write_bytes", crash_on_manifest)
+    with pytest.raises(CheckpointError) as failed:
         save(tmp_path, 20)
+    assert str(failed.value) == (
+        f"cannot write checkpoint step-00000020 under {tmp_path}: No space left on device; "
+        f"the previous checkpoint {previous} is intact"
+    )
     monkeypatch.undo()
     assert not (tmp_path / "step-00000020").exists()
+    assert not list(tmp_path.glob(".step-*"))  # the staging directory is gone too
     assert checkpoint.latest(tmp_path) == previous
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
     common, _ = checkpoint.load(previous, comm=COMM)
@@ -305,3 +312,59 @@ def test_a_run_directory_without_checkpoints_says_auto_starts_fresh(tmp_path: Pa
     text = _refusal(tmp_path / "run")
     assert text.startswith(f"{tmp_path / 'run'} is a run directory, not a checkpoint, and ")
     assert "holds no readable checkpoint; use --resume auto with --output-dir" in text
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs (needs root and mount; skipped elsewhere)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def _state_of_size(nbytes: int) -> dict[str, Any]:
+    return {
+        "codec": {"residues": {"w": torch.ones(nbytes // 4)}},
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def test_a_full_filesystem_fails_clearly_and_the_previous_checkpoint_loads(
+    tiny_filesystem: Path,
+) -> None:
+    root = tiny_filesystem / "checkpoints"
+    first = checkpoint_write.save(
+        root,
+        comm=COMM,
+        step=10,
+        common=common_state(10),
+        rank_state=_state_of_size(300_000),
+        keep=3,
+    )
+    with pytest.raises(CheckpointError, match="No space left on device") as failed:
+        checkpoint_write.save(
+            root,
+            comm=COMM,
+            step=20,
+            common=common_state(20),
+            rank_state=_state_of_size(800_000),
+            keep=3,
+        )
+    assert str(failed.value).startswith(f"cannot write checkpoint step-00000020 under {root}: ")
+    assert str(failed.value).endswith(f"the previous checkpoint {first} is intact")
+    assert checkpoint.latest(root) == first
+    assert sorted(p.name for p in root.iterdir()) == ["step-00000010"]
+    common, state = checkpoint.load(first, comm=COMM)
+    assert common["ledger"]["position"]["step"] == 10
+    assert state["codec"]["residues"]["w"].numel() == 75_000

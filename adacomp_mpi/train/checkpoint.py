@@ -9,11 +9,9 @@ Layout (one directory per checkpoint, under OUTPUT_DIR/checkpoints/)::
         rank-00001.pt    ...
         manifest.json    format version, world size, step, SHA-256 of each file
 
-Rank 0 writes everything: the other ranks send it their state one at a time
-and each is written as it arrives, so no shared filesystem is assumed. The
-directory is written under a temporary name, fsynced, and renamed, so a crash
-leaves either the previous checkpoint or the new one. Files are loaded with
-``torch.load(weights_only=True)`` after their checksums match.
+This module is the format and the reading side (``checkpoint_write`` writes).
+Files are loaded with ``torch.load(weights_only=True)`` after their checksums
+match.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ import difflib
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,6 @@ from typing import Any
 import torch
 
 from adacomp_mpi.common.errors import UsageError
-from adacomp_mpi.common.files import atomic_write_bytes
 from adacomp_mpi.dist.communicator import Communicator
 
 # 2: rank files hold only the residues and the RNG state (version 1 also held
@@ -56,88 +51,10 @@ def rank_file(rank: int) -> str:
     return f"rank-{rank:05d}.pt"
 
 
-def _serialise(value: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    return buffer.getvalue()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Staging:
-    """A checkpoint directory being written under a temporary name."""
-
-    def __init__(self, root: Path, step: int) -> None:
-        self.root, self.step = root, step
-        self.path = root / f".step-{step:08d}.tmp-{os.getpid()}"
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
-        self.digests: dict[str, str] = {}
-
-    def add(self, name: str, value: dict[str, Any]) -> None:
-        data = _serialise(value)
-        atomic_write_bytes(self.path / name, data)
-        self.digests[name] = hashlib.sha256(data).hexdigest()
-
-    def commit(self, world_size: int) -> Path:
-        """Write the manifest last, then move the directory into place."""
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "step": self.step,
-            "world_size": world_size,
-            "sha256": self.digests,
-        }
-        atomic_write_bytes(self.path / MANIFEST, json.dumps(manifest, indent=2).encode())
-        _fsync_dir(self.path)
-        final = self.root / f"step-{self.step:08d}"
-        if final.exists():
-            shutil.rmtree(final)
-        self.path.rename(final)
-        _fsync_dir(self.root)
-        return final
-
-
-def _prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and staging directories
-    that a crashed writer left behind (only rank 0 of one job writes here)."""
-    stale = [p for p in root.glob(".step-*.tmp-*") if p.is_dir()]
-    for old in [*sorted(_checkpoint_dirs(root))[:-keep], *stale]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _checkpoint_dirs(root: Path) -> list[Path]:
+def checkpoint_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
-
-
-def save(
-    root: Path,
-    *,
-    comm: Communicator,
-    step: int,
-    common: dict[str, Any],
-    rank_state: dict[str, Any],
-    keep: int,
-) -> Path:
-    """Collective: every rank calls it; rank 0 writes; returns the directory."""
-    if comm.rank != 0:
-        comm.send_object(rank_state, dest=0)
-        return Path(comm.broadcast_object(None))
-    staging = _Staging(root, step)
-    staging.add(COMMON, common)
-    staging.add(rank_file(0), rank_state)
-    for rank in range(1, comm.size):
-        staging.add(rank_file(rank), comm.recv_object(source=rank))
-    path = staging.commit(comm.size)
-    _prune(root, keep)
-    return Path(comm.broadcast_object(str(path)))
 
 
 def _read_verified(path: Path, name: str, digests: dict[str, str]) -> dict[str, Any]:
@@ -210,7 +127,7 @@ NOT_A_CHECKPOINT: tuple[tuple[Callable[[Path], bool], Callable[[Path], str]], ..
     (lambda path: not path.exists(), _missing),
     (lambda path: not path.is_dir(), _a_file),
     (lambda path: (path / RUN_CHECKPOINTS).is_dir(), _run_directory),
-    (lambda path: bool(_checkpoint_dirs(path)), _checkpoints_directory),
+    (lambda path: bool(checkpoint_dirs(path)), _checkpoints_directory),
 )
 
 
@@ -245,7 +162,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 def latest(root: Path) -> Path | None:
     """The newest checkpoint under ``root`` whose manifest reads, if any."""
-    for candidate in reversed(_checkpoint_dirs(root)):
+    for candidate in reversed(checkpoint_dirs(root)):
         try:
             read_manifest(candidate)
         except CheckpointError:

@@ -11,7 +11,7 @@ import torch
 from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.dist.agree import agree
 
-from . import checkpoint
+from . import checkpoint, checkpoint_write
 from .config import TRAJECTORY_OPTIONS, TrainConfig
 from .trainer import Trainer
 
@@ -21,7 +21,7 @@ def save_checkpoint(trainer: Trainer) -> None:
     trainer.heartbeat.beat("checkpoint", trainer.step)
     codec = trainer.codec_state.state_dict()
     codec["residues"] = {k: torch.from_numpy(v) for k, v in codec["residues"].items()}
-    path = checkpoint.save(
+    path = checkpoint_write.save(
         trainer.config.checkpoint_dir,
         comm=trainer.comm,
         step=trainer.step,

@@ -29,6 +29,7 @@ from adacomp_mpi.common.log import get_logger
 EXIT_STALLED = 69  # EX_UNAVAILABLE: a peer is unreachable or dead; no checkpoint possible
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 10.0  # after a signal, how long a blocked rank may go without progress
+ABORT_RETURN_SECONDS = 3.0  # how long MPI_Abort may take before this rank exits itself
 
 
 def signal_exit_code(signum: int) -> int:
@@ -105,7 +106,10 @@ class Watchdog:
                 message, code = verdict
                 get_logger().error("%s", message)
                 self._abort(code)
-                return
+                # On a host cut off from mpiexec, MPI_Abort returns: hydra's
+                # proxy there cannot reach the launcher. End this rank anyway.
+                time.sleep(ABORT_RETURN_SECONDS)
+                os._exit(code)
 
     def _read_signals(self) -> None:
         try:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the cluster tests need:
 #   slurmd slurmctld slurm-client munge   (tests/test_slurm.py)
-#   iproute2 util-linux                   (tests/test_multihost.py: ip, unshare)
+#   iproute2 util-linux                   (tests/test_multihost.py, tests/test_netfaults.py:
+#                                          ip, tc, unshare)
+#   nftables                              (tests/test_netfaults.py: packet loss with nft)
 #
 # Idempotent: packages already present are not touched, and nothing runs apt
 # when everything is installed. Never fails the caller: when apt is missing,
@@ -11,7 +13,7 @@
 # Usage: scripts/ci/install_cluster_deps.sh
 set -u
 
-PACKAGES=(slurmd slurmctld slurm-client munge iproute2 util-linux)
+PACKAGES=(slurmd slurmctld slurm-client munge iproute2 util-linux nftables)
 
 note() { echo "install_cluster_deps: $*"; }
 

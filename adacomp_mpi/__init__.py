@@ -36,3 +36,13 @@ __all__ = [
     "encode",
     "make_state",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``adacomp_mpi.GradientAverager`` on first use only, so that codec-only
+    users never import torch (the name is left out of ``__all__`` for that)."""
+    if name == "GradientAverager":
+        from .train.averager import GradientAverager
+
+        return GradientAverager
+    raise AttributeError(f"module 'adacomp_mpi' has no attribute {name!r}")

@@ -6,13 +6,15 @@ For every (size, L_T): one fc tensor spec and a ``CodecState``, a stream of
 heavy-tailed (Student-t) gradients, a few warm-up steps so the residue is in
 steady state, then ``--repeats`` timed rounds. Each round times, in turn,
 ``np.add(a, b)`` (allocating), ``np.add(a, b, out=c)``, ``encode`` of the next
-gradient, ``decode`` (allocating) and ``accumulate`` into a reused buffer (the
-exchange's path). The table reports the minimum over rounds and ratios to
+gradient, ``decode`` (allocating), ``accumulate`` into a reused buffer, and
+``mean_into`` of that payload and ``--ranks`` - 1 more (steady-state payloads
+of other simulated ranks, made before timing): the exchange's receive path,
+reported per payload. The table keeps the minimum over rounds and ratios to
 np.add measured in the same run, so a noisy shared machine mostly cancels out.
 
-Density is sent elements / elements over the timed steps; bits per sent element
-counts the index and sign streams only; compression is dense float32 bytes /
-payload bytes, headers included (as in DESIGN.md).
+Density is sent elements / elements over rank 0's timed steps; bits per sent
+element counts the index and sign streams only; compression is dense float32
+bytes / payload bytes, headers included (as in docs/CODEC.md).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import click
 import numpy as np
 
 from adacomp_mpi import CodecConfig, TensorSpec, accumulate, decode, encode, make_state
+from adacomp_mpi.codec.api import mean_into
 from adacomp_mpi.codec.wire import parse_payload
 
 
@@ -46,6 +49,8 @@ class Row:
     encode: float
     decode: float
     accumulate: float
+    ranks: int
+    mean: float  # mean_into of ``ranks`` payloads, all of it
 
 
 def best(times: list[float]) -> float:
@@ -64,6 +69,32 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return clock() - start, result
 
 
+def gradient_streams(
+    rng: np.random.Generator, numel: int, dof: float, ranks: int
+) -> list[list[np.ndarray]]:
+    """Per rank, the gradients it cycles through: rank 0 gets the three drawn
+    arrays in order, rank r starts r steps later and odd ranks are negated."""
+    base = [(rng.standard_t(dof, numel) * 1e-3).astype(np.float32) for _ in range(3)]
+    flipped = [-g for g in base] if ranks > 1 else base
+    return [
+        [(flipped if rank % 2 else base)[(k + rank) % 3] for k in range(3)] for rank in range(ranks)
+    ]
+
+
+def warm_payloads(
+    specs: list[TensorSpec], streams: list[list[np.ndarray]], *, warmup: int, coding: str
+) -> list[np.ndarray]:
+    """One steady-state payload from each of ranks 1.., made before timing starts
+    so the timed rounds touch no more memory than rank 0's own steps."""
+    payloads = []
+    for stream in streams:
+        state = make_state(specs, CodecConfig(index_coding=coding))
+        for step in range(warmup + 1):
+            payload = encode({"w": stream[step % 3]}, state)
+        payloads.append(payload)
+    return payloads
+
+
 def run_case(
     numel: int,
     bin_size: int,
@@ -73,19 +104,22 @@ def run_case(
     dof: float,
     coding: str,
     seed: int,
+    ranks: int,
     profile: bool = False,
 ) -> Row:
     rng = np.random.default_rng(seed)
     specs = [TensorSpec("w", numel, kind="fc", bin_size=bin_size)]
     state = make_state(specs, CodecConfig(index_coding=coding))
-    grads = [(rng.standard_t(dof, numel) * 1e-3).astype(np.float32) for _ in range(3)]
+    streams = gradient_streams(rng, numel, dof, ranks)
+    grads = streams[0]
+    others = warm_payloads(specs, streams[1:], warmup=warmup, coding=coding)
     a, b = grads[0].copy(), grads[1].copy()
     c = np.empty_like(a)
     out = {"w": np.zeros(numel, np.float32)}
     for step in range(warmup):
         encode({"w": grads[step % len(grads)]}, state)
 
-    times: dict[str, list[float]] = {k: [] for k in ("add", "add_out", "enc", "dec", "acc")}
+    times: dict[str, list[float]] = {k: [] for k in ("add", "add_out", "enc", "dec", "acc", "mean")}
     sent = coded_bytes = payload_bytes = 0
     for step in range(repeats):
         grad = grads[(warmup + step) % len(grads)]
@@ -100,6 +134,8 @@ def run_case(
         out["w"].fill(0)
         t, _ = timed(lambda payload=payload: accumulate(payload, specs, out))
         times["acc"].append(t)
+        t, _ = timed(lambda payload=payload: mean_into([payload, *others], specs, out))
+        times["mean"].append(t)
         (record,) = parse_payload(payload, specs)
         sent += record.sent
         coded_bytes += record.coded.data.size
@@ -122,13 +158,15 @@ def run_case(
         encode=best(times["enc"]),
         decode=best(times["dec"]),
         accumulate=best(times["acc"]),
+        ranks=ranks,
+        mean=best(times["mean"]),
     )
 
 
 HEADER = (
     "| elements | L_T | density | bits/sent | compression | np.add ms | np.add out= ms "
-    "| encode ms | decode ms | accumulate ms | encode/add | encode/add out= "
-    "| decode/add | decode/add out= |"
+    "| encode ms | decode ms | accumulate ms | mean of N ms | encode/add | encode/add out= "
+    "| decode/add | accumulate/add | mean/add per payload |"
 )
 
 
@@ -145,10 +183,12 @@ def format_row(row: Row) -> str:
         f"{ms * row.encode:.2f}",
         f"{ms * row.decode:.2f}",
         f"{ms * row.accumulate:.2f}",
+        f"{ms * row.mean:.2f} (N={row.ranks})",
         f"{row.encode / row.add:.2f}",
         f"{row.encode / row.add_out:.2f}",
         f"{row.decode / row.add:.2f}",
-        f"{row.decode / row.add_out:.2f}",
+        f"{row.accumulate / row.add:.2f}",
+        f"{row.mean / row.ranks / row.add:.2f}",
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -172,6 +212,9 @@ def int_list(text: str) -> list[int]:
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option(
+    "--ranks", default=4, show_default=True, help="Payloads averaged by mean_into (N ranks)."
+)
+@click.option(
     "--clock",
     "clock_name",
     type=click.Choice(sorted(CLOCKS)),
@@ -188,6 +231,7 @@ def main(
     dof: float,
     coding: str,
     seed: int,
+    ranks: int,
     clock_name: str,
     profile: bool,
 ) -> None:
@@ -197,7 +241,7 @@ def main(
     click.echo(
         f"# numpy {np.__version__}, python {platform.python_version()}, "
         f"{platform.machine()}; {clock_name} clock, repeats {repeats}, warm-up {warmup}, "
-        f"Student-t dof {dof}, coding {coding}"
+        f"Student-t dof {dof}, coding {coding}, ranks {ranks}"
     )
     click.echo(HEADER)
     click.echo("|" + "---|" * HEADER.count(" | ") + "---|")
@@ -212,6 +256,7 @@ def main(
                 dof=dof,
                 coding=coding,
                 seed=seed,
+                ranks=ranks,
                 profile=profile,
             )
             rows.append(row)

@@ -1,11 +1,12 @@
 """AdaComp codec: selection math, error feedback, index coding, state, import hygiene.
 
-Checks the invariants of DESIGN.md section 3 against the public codec API and
-against a plain per-bin reference written here from DESIGN.md section 2.
+Checks the invariants of docs/CODEC.md against the public codec API and
+against a plain per-bin reference written here from its rules (per tensor, per rank, per step).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import pickle
@@ -28,6 +29,9 @@ from adacomp_mpi import (
     encode,
     make_state,
 )
+from adacomp_mpi.codec import blocks
+from adacomp_mpi.codec.api import encode_counted, mean_into
+from adacomp_mpi.codec.counters import KindCounters
 from adacomp_mpi.codec.indexcoding import (
     ENCODERS,
     FIXED,
@@ -68,7 +72,7 @@ def sent_positions(payload: np.ndarray, specs: list[TensorSpec], index: int) -> 
 def reference_step(
     residue: np.ndarray, grad: np.ndarray, bin_size: int, rule: str
 ) -> tuple[np.ndarray, np.ndarray, np.float32 | None, np.ndarray]:
-    """DESIGN.md section 2, one bin at a time: (sent, negative, scale, G)."""
+    """docs/CODEC.md's rule, one bin at a time: (sent, negative, scale, G)."""
     accumulated = residue + grad  # G (float32)
     lookahead = accumulated + grad  # H (float32)
     sent: list[int] = []
@@ -137,18 +141,22 @@ def test_error_feedback_is_exact_over_steps() -> None:
         TensorSpec("bias", 17, kind="other", compress=False),
     ]
     state = make_state(specs)
+    totals = KindCounters()
     for _ in range(8):
         grads = {s.name: heavy_tailed(rng, s.numel) for s in specs}
         before = [r.copy() for r in state.residues]
-        decoded = decode(encode(grads, state), specs)
+        encoded = encode_counted(grads, state)
+        for counters in encoded.counts.values():
+            totals.add(counters)
+        decoded = decode(encoded.payload, specs)
         for i, spec in enumerate(specs):
             if spec.compress:
                 accumulated = before[i] + grads[spec.name]
                 assert_error_feedback(accumulated, decoded[spec.name], state.residues[i])
             else:
                 np.testing.assert_array_equal(decoded[spec.name], grads[spec.name])
-    totals = state.totals()
     assert 0 < totals.coded_sent < totals.elements
+    assert totals.elements == 8 * sum(s.numel for s in specs)
 
 
 @PROPERTY
@@ -367,7 +375,7 @@ def fixed_bits_per_element(indices: np.ndarray, bin_size: int) -> float:
 @pytest.mark.parametrize("bin_size", [50, 500])
 @pytest.mark.parametrize("extra", [0.0, 0.01, 0.1])
 def test_fixed_code_meets_paper_word_when_gaps_fit(bin_size: int, extra: float) -> None:
-    """DESIGN.md section 4 target 1: ceil(log2 L_T) + 1 bits per sent element.
+    """docs/CODEC.md's first wire-size target: ceil(log2 L_T) + 1 bits per sent element.
 
     Guaranteed when no gap reaches the escape word 2**w - 1, e.g. with a sent
     element in every half bin (two streams rounded up to bytes: 14 bits slack).
@@ -423,8 +431,8 @@ MEAN_SCRIPT = textwrap.dedent(
     saved = np.load(sys.argv[1])
     specs = [TensorSpec("a", 4_001, bin_size=50), TensorSpec("b", 9, compress=False)]
     payloads = [saved[f"p{i}"] for i in range(len(saved.files))]
-    for array in decode_mean(payloads, specs):
-        sys.stdout.buffer.write(array.tobytes())
+    for spec in specs:
+        sys.stdout.buffer.write(decode_mean(payloads, specs)[spec.name].tobytes())
     """
 )
 
@@ -438,9 +446,9 @@ def test_decode_mean_is_bit_identical_everywhere(tmp_path) -> None:
         for _ in range(3):
             payload = encode({s.name: heavy_tailed(rng, s.numel) for s in specs}, state)
         payloads.append(payload)
-    mean = decode_mean(payloads, specs)
+    mean = [decode_mean(payloads, specs)[s.name] for s in specs]
     again = decode_mean([p.copy() for p in payloads], specs)
-    assert b"".join(a.tobytes() for a in mean) == b"".join(a.tobytes() for a in again)
+    assert b"".join(a.tobytes() for a in mean) == b"".join(again[s.name].tobytes() for s in specs)
 
     path = tmp_path / "payloads.npz"
     np.savez(path, **{f"p{i}": p for i, p in enumerate(payloads)})
@@ -455,6 +463,150 @@ def test_decode_mean_is_bit_identical_everywhere(tmp_path) -> None:
             acc += decode(payload, specs)[spec.name]
     for got, acc in zip(mean, total, strict=True):
         np.testing.assert_array_equal(got, acc / np.float32(len(payloads)))
+
+
+def test_mean_of_no_payloads_is_an_error() -> None:
+    specs = [TensorSpec("a", 10)]
+    with pytest.raises(ValueError, match="no payloads"):
+        decode_mean([], specs)
+    out = {"a": np.ones(10, np.float32)}
+    with pytest.raises(ValueError, match="no payloads"):
+        mean_into([], specs, out)
+    np.testing.assert_array_equal(out["a"], np.ones(10, np.float32))  # untouched
+
+
+# --------------------------------------------------------------------------- non-finite input
+
+
+NONFINITE_SPECS = [
+    TensorSpec("conv", 150_001, kind="conv", bin_size=50),  # ten blocks, short last bin
+    TensorSpec("fc", 4_003, kind="fc", bin_size=500),
+    TensorSpec("bias", 9, kind="other", compress=False),
+]
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of ~16K elements, so a test tensor spans many (plans built after this)."""
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 1 << 14)
+
+
+def warmed_state(seed: int = 11, steps: int = 3) -> CodecState:
+    """A state with non-zero residues and plans built, as in training."""
+    state = make_state(NONFINITE_SPECS)
+    run_steps(state, seed=seed, steps=steps)
+    return state
+
+
+def residue_bytes(state: CodecState) -> list[bytes]:
+    return [r.tobytes() for r in state.residues]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    ("name", "position"),
+    [
+        ("conv", 0),
+        ("conv", 70_000),  # inside a middle block
+        ("conv", 150_000),  # the last element, in the short last bin
+        ("fc", 4_002),
+        ("bias", 3),
+    ],
+)
+@pytest.mark.parametrize("dense", [False, True], ids=["adacomp", "warmup"])
+@pytest.mark.parametrize("api", [encode, encode_counted])
+@pytest.mark.usefixtures("small_blocks")
+def test_nonfinite_gradient_raises_and_leaves_state_untouched(
+    bad: float, name: str, position: int, dense: bool, api
+) -> None:
+    state, twin = warmed_state(), warmed_state()  # twin: never sees the bad step
+    rng = np.random.default_rng(12)
+    grads = {s.name: heavy_tailed(rng, s.numel) for s in state.specs}
+    grads[name][position] = bad
+    with pytest.raises(ValueError, match=rf"gradient '{name}'.*(NaN|infinity)"):
+        api(grads, state, dense=dense)
+    assert residue_bytes(state) == residue_bytes(twin)  # bit for bit
+    # ... and the state goes on exactly like the twin
+    assert run_steps(state, seed=13, steps=2) == run_steps(twin, seed=13, steps=2)
+    assert residue_bytes(state) == residue_bytes(twin)
+
+
+def test_nonfinite_tensor_after_encoded_ones_rolls_back_all() -> None:
+    """The last tensor is bad: the ones encoded before it keep their old residues."""
+    specs = [TensorSpec("a", 3_000, bin_size=50), TensorSpec("b", 2_000, bin_size=500)]
+    state, twin = make_state(specs), make_state(specs)
+    run_steps(state, seed=14, steps=2)
+    run_steps(twin, seed=14, steps=2)
+    grads = {"a": np.ones(3_000, np.float32), "b": np.full(2_000, np.nan, np.float32)}
+    with pytest.raises(ValueError, match="'b'"):
+        encode(grads, state)
+    assert residue_bytes(state) == residue_bytes(twin)
+    with pytest.raises(ValueError, match="'b'"):  # twice: nothing accumulates
+        encode(grads, state)
+    assert run_steps(state, seed=15, steps=2) == run_steps(twin, seed=15, steps=2)
+
+
+def test_residue_overflow_raises_and_leaves_state_untouched() -> None:
+    """Finite inputs whose sum G = R + dW overflows float32 are refused too."""
+    specs = [TensorSpec("w", 1_000, bin_size=50)]
+    state = make_state(specs)
+    state.load_state_dict({"residues": {"w": np.full(1_000, 3e38, np.float32)}})
+    before = residue_bytes(state)
+    with pytest.raises(ValueError, match=r"'w'.*overflows"):
+        encode({"w": np.full(1_000, 3e38, np.float32)}, state)
+    assert residue_bytes(state) == before
+
+
+def test_candidate_scan_finds_every_position() -> None:
+    """The word-then-byte scan of the candidate mask equals ``flatnonzero``."""
+    rng = np.random.default_rng(15)
+    for density in (0.0, 0.001, 0.03, 0.07, 0.3, 1.0):
+        for size in (1, 7, 8, 9, 4_095, 65_536):
+            mask = np.zeros(-(-size // 8) * 8 + 8, np.bool_)
+            mask[:size] = rng.random(size) < density
+            mask[size:] = True  # junk past the end must be ignored
+            expected = np.flatnonzero(mask[:size])
+            np.testing.assert_array_equal(blocks._positions(mask, size), expected)
+
+
+# Payload and residue digests of a fixed stream, recorded with the codec before
+# the speed work: encode must stay byte-identical (the trainer's parameter
+# digests depend on it).
+GOLDEN = {
+    "mean_abs/auto": "51b0b957d2ae2ecc10ba8911b9efaeb87ce476463a43ec92bbdcb26ad3599c14",
+    "mean_abs/fixed": "8dc88351f986e495433341ac884c354ac8fc00777d72d8f17f6f7672821c136c",
+    "mean_abs/rice": "51b0b957d2ae2ecc10ba8911b9efaeb87ce476463a43ec92bbdcb26ad3599c14",
+    "mean_bin_max/auto": "45bea95f2442f3f0c6aeb9516f97932f4a7159d44a2a47734718ed7be117ade2",
+    "mean_bin_max/fixed": "6112ffa7332f62ad88456952766c7c0c78870adf258ac89d6e8bf58a154a85bc",
+    "mean_bin_max/rice": "45bea95f2442f3f0c6aeb9516f97932f4a7159d44a2a47734718ed7be117ade2",
+}
+
+
+@pytest.mark.parametrize("block_elements", [blocks.BLOCK_ELEMENTS, 1 << 12, 50])
+@pytest.mark.parametrize("config", list(GOLDEN))
+def test_payloads_and_residues_match_recorded_digests(
+    config: str, block_elements: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same bytes whatever the block size: blocking is invisible in the results."""
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", block_elements)
+    rule, coding = config.split("/")
+    specs = [
+        TensorSpec("conv", 5_000, kind="conv", bin_size=50),
+        TensorSpec("fc", 12_345, kind="fc", bin_size=500),
+        TensorSpec("emb", 3_001, kind="embedding", bin_size=500),
+        TensorSpec("big", 150_001, kind="conv", bin_size=50),
+        TensorSpec("bias", 17, kind="other", compress=False),
+    ]
+    rng = np.random.default_rng(2018)
+    state = make_state(specs, CodecConfig(rule, coding))
+    sha = hashlib.sha256()
+    for step in range(6):
+        grads = {s.name: heavy_tailed(rng, s.numel) for s in specs}
+        grads["emb"][500:2000] = 0  # rows without gradient: zero bins
+        sha.update(encode(grads, state, dense=step == 0).tobytes())
+    for residue in state.residues:
+        sha.update(residue.tobytes())
+    assert sha.hexdigest() == GOLDEN[config]
 
 
 # --------------------------------------------------------------------------- state
@@ -479,9 +631,6 @@ def test_state_dict_round_trip_continues_identically() -> None:
     saved = pickle.loads(pickle.dumps(original.state_dict()))
     restored = make_state(specs)
     restored.load_state_dict(saved)
-    assert restored.steps == original.steps == 4
-    assert restored.payload_bytes == original.payload_bytes
-    assert restored.by_kind == original.by_kind
     assert run_steps(restored, seed=6, steps=3) == run_steps(original, seed=6, steps=3)
     for a, b in zip(restored.residues, original.residues, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -523,7 +672,7 @@ def test_config_and_spec_validation() -> None:
 
 @pytest.mark.parametrize(
     "modules",
-    ["adacomp_mpi", "adacomp_mpi.codec", "adacomp_mpi.codec, adacomp_mpi.exchange"],
+    ["adacomp_mpi", "adacomp_mpi.codec", "adacomp_mpi.codec, adacomp_mpi.dist.exchange"],
 )
 def test_codec_imports_neither_torch_nor_mpi4py(modules: str) -> None:
     code = (

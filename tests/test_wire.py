@@ -31,6 +31,7 @@ from adacomp_mpi import (
     encode,
     make_state,
 )
+from adacomp_mpi.codec.api import encode_void, mean_into
 from adacomp_mpi.codec.bitpack import pack_bits, pack_words
 from adacomp_mpi.codec.indexcoding import FIXED, RICE, CodedIndices, coded_nbytes
 from adacomp_mpi.codec.specs import layout_fingerprint
@@ -41,6 +42,7 @@ from adacomp_mpi.codec.wire import (
     RECORD,
     RECORD_HEADER_BYTES,
     Record,
+    is_void,
     pack_payload,
     parse_payload,
 )
@@ -135,6 +137,18 @@ def rice_record(numel: int, unary: list[int], remainders: list[int], param: int)
         ]
     )
     return Record(numel, count, 0.5, coded=CodedIndices(RICE, param, len(unary), data))
+
+
+def dense_record(values: list[float]) -> Record:
+    return Record(len(values), len(values), 0.0, dense=np.array(values, np.float32))
+
+
+def with_dense_value(payload: np.ndarray, index: int, position: int, value: float) -> np.ndarray:
+    """Overwrite one float of a dense record, then fix the payload header's CRC."""
+    data = bytearray(payload.tobytes())
+    offset = record_offsets(payload)[index] + RECORD_HEADER_BYTES + 4 * position
+    struct.pack_into("<f", data, offset, value)
+    return with_header(data)
 
 
 def first_record(name: str) -> dict[str, object]:
@@ -243,6 +257,16 @@ def _cases() -> dict[str, Callable[[], np.ndarray]]:
         "coded record for dense-only tensor": lambda: replace_records(
             fixed, bias=fixed_record(5, [1], 2, 1)
         ),
+        # non-finite values (CRC valid): a dense record must hold finite floats
+        "dense nan": lambda: replace_records(fixed, bias=dense_record([1, 2, math.nan, 4, 5])),
+        "dense inf": lambda: replace_records(fixed, bias=dense_record([math.inf, 2, 3, 4, 5])),
+        "dense -inf": lambda: replace_records(fixed, bias=dense_record([1, 2, 3, 4, -math.inf])),
+        "warm-up nan": lambda: with_dense_value(warmup, 1, 699, math.nan),
+        "warm-up inf": lambda: with_dense_value(warmup, 0, 0, math.inf),
+        "rice scale nan": lambda: with_record(rice, 1, scale=math.nan),
+        "void with a body": lambda: with_header(
+            np.concatenate([fixed[:HEADER_BYTES], np.zeros(4, np.uint8)]), flags=1, records=0
+        ),
     }
 
 
@@ -260,13 +284,16 @@ def test_structural_corruption_is_rejected(name: str) -> None:
 
 
 def assert_accumulate_untouched(payload: np.ndarray) -> None:
+    """accumulate and mean_into validate every payload before writing anything."""
     rng = np.random.default_rng(1)
-    out = [rng.standard_normal(s.numel).astype(np.float32) for s in SPECS]
-    before = [a.copy() for a in out]
+    out = {s.name: rng.standard_normal(s.numel).astype(np.float32) for s in SPECS}
+    before = {name: a.copy() for name, a in out.items()}
     with pytest.raises(PayloadError):
         accumulate(payload, SPECS, out)
-    for got, want in zip(out, before, strict=True):
-        np.testing.assert_array_equal(got, want)
+    with pytest.raises(PayloadError):
+        mean_into([VALID["auto"], payload], SPECS, out)
+    for name, want in before.items():
+        np.testing.assert_array_equal(out[name], want)
 
 
 @pytest.mark.parametrize("name", ["fixed", "rice"])
@@ -312,6 +339,23 @@ def test_every_single_bit_flip_is_rejected(name: str) -> None:
             decode(np.packbits(bits), SPECS)
         bits[position] ^= 1
     assert_accumulate_untouched(np.packbits(np.roll(bits, 1)))
+
+
+def test_is_void_reads_the_header_and_leaves_the_body_crc_to_the_decoder() -> None:
+    """The exchange asks is_void of every payload and then decodes them all:
+    each body CRC is computed once, by the decode."""
+    void = encode_void(make_state(SPECS))
+    assert is_void(void, SPECS) and not is_void(VALID["auto"], SPECS)
+    corrupted = VALID["auto"].copy()
+    corrupted[-1] ^= 1  # body bit flip, stale CRC
+    assert not is_void(corrupted, SPECS)
+    with pytest.raises(PayloadError, match="checksum"):
+        decode(corrupted, SPECS)
+    for bad in (void[:-1], with_header(void, magic=b"ACMQ"), with_header(void, records=1)):
+        with pytest.raises(PayloadError):
+            is_void(bad, SPECS)
+    with pytest.raises(PayloadError, match="void"):
+        decode(void, SPECS)
 
 
 def test_another_layout_is_rejected() -> None:
@@ -387,18 +431,18 @@ def mutated_payloads(draw: st.DrawFn) -> np.ndarray:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=mutated_payloads())
 def test_fuzzed_payloads_decode_or_raise_payload_error(payload: np.ndarray) -> None:
-    """Accepted payloads decode to the right shapes; coded records are finite
-    (a dense record carries raw float32 values, so only its shape is checked)."""
-    out = [np.zeros(s.numel, np.float32) for s in SPECS]
+    """Accepted payloads decode to finite values of the right shapes (dense
+    records included: the decoder refuses a NaN or an infinity in them)."""
+    out = {s.name: np.zeros(s.numel, np.float32) for s in SPECS}
     try:
         accumulate(payload, SPECS, out)
     except PayloadError:
-        assert not any(a.any() for a in out)
+        assert not any(a.any() for a in out.values())
         return
-    records = parse_payload(payload, SPECS)
-    for spec, array, record in zip(SPECS, out, records, strict=True):
+    for spec in SPECS:
+        array = out[spec.name]
         assert array.shape == (spec.numel,) and array.dtype == np.float32
-        assert record.coded is None or np.isfinite(array).all()
+        assert np.isfinite(array).all()
 
 
 def test_fuzz_script_runs_clean(monkeypatch: pytest.MonkeyPatch) -> None:

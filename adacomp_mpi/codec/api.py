@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .counters import KindCounters, StepCounts
+from .finite import all_finite
 from .indexcoding import METHOD_NAMES, decode_indices, encode_indices
-from .selection import select_and_update
+from .selection import NonFiniteError, select_and_update, signed_scale
 from .specs import TensorSpec
 from .state import CodecState
 from .wire import HEADER_BYTES, RECORD_HEADER_BYTES, Record, pack_payload, parse_payload
@@ -40,17 +41,33 @@ def _flat_float32(name: str, array: np.ndarray, numel: int) -> np.ndarray:
     return flat
 
 
+def _not_finite(name: str, grad: np.ndarray) -> ValueError:
+    """The error for a refused tensor; the exact test runs only on this path."""
+    if all_finite(grad):
+        return ValueError(
+            f"gradient {name!r}: residue + gradient overflows float32; nothing was encoded"
+        )
+    return ValueError(f"gradient {name!r} holds a NaN or an infinity; nothing was encoded")
+
+
 def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool) -> Record:
+    """One tensor's record; a compressed tensor's new residue goes to its spare."""
     spec = state.specs[index]
     if dense or not spec.compress:
+        if not all_finite(grad):
+            raise _not_finite(spec.name, grad)
         return Record(spec.numel, spec.numel, 0.0, dense=grad)
-    selection = select_and_update(
-        state.residues[index],
-        grad,
-        bin_size=spec.bin_size,
-        scale_rule=state.config.scale_rule,
-        workspace=state.workspace,
-    )
+    try:
+        selection = select_and_update(
+            state.residues[index],
+            grad,
+            bin_size=spec.bin_size,
+            scale_rule=state.config.scale_rule,
+            workspace=state.workspace,
+            out=state.workspace.spare(index, spec.numel),
+        )
+    except NonFiniteError:
+        raise _not_finite(spec.name, grad) from None
     coded = encode_indices(
         selection.indices,
         selection.negative,
@@ -80,14 +97,24 @@ def encode_void(state: CodecState) -> np.ndarray:
 def encode_counted(
     grads: Mapping[str, np.ndarray], state: CodecState, *, dense: bool = False
 ) -> Encoded:
-    """``encode``, also returning what the payload holds per layer kind."""
+    """``encode``, also returning what the payload holds per layer kind.
+
+    Raises ValueError, with every residue as it was, for a non-finite
+    gradient (see ``encode``).
+    """
     records, counts = [], {}
     for index, spec in enumerate(state.specs):
         grad = _flat_float32(spec.name, grads[spec.name], spec.numel)
         record = _encode_tensor(state, index, grad, dense)
         _count(counts, spec, record)
         records.append(record)
-    return Encoded(pack_payload(records, state.specs), counts)
+    payload = pack_payload(records, state.specs)
+    if not dense:  # every tensor was finite: the new residues take over
+        residues = state.residues
+        for index, spec in enumerate(state.specs):
+            if spec.compress:
+                residues[index] = state.workspace.swap(index, residues[index])
+    return Encoded(payload, counts)
 
 
 def encode(
@@ -96,12 +123,18 @@ def encode(
     """Encode one step's gradients into a payload, updating the residues.
 
     ``dense=True`` sends every tensor uncompressed (warm-up steps) and leaves
-    the residues untouched.
+    the residues untouched. A gradient with a NaN or an infinity (or whose sum
+    with the residue overflows float32) raises ValueError naming the tensor,
+    and leaves every residue exactly as it was: the new residues are written
+    to spare buffers and swapped in only after every tensor passed.
     """
     return encode_counted(grads, state, dense=dense).payload
 
 
-def _decoded(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[tuple[Record, tuple]]:
+Decoded = list[tuple[Record, tuple]]
+
+
+def _decoded(payload: np.ndarray, specs: Sequence[TensorSpec]) -> Decoded:
     """Parse and decode every record first, so nothing is written for a bad payload."""
     return [
         (record, decode_indices(record.coded, count=record.sent, numel=spec.numel))
@@ -112,9 +145,21 @@ def _decoded(payload: np.ndarray, specs: Sequence[TensorSpec]) -> list[tuple[Rec
 
 
 def _add_sparse(record: Record, positions: tuple, target: np.ndarray) -> None:
+    """target[i] += +-scale at the sent positions (unique, so ``add.at`` is exact:
+    it is also NumPy 2's fastest scatter-add, ahead of ``target[i] += v``)."""
     indices, negative = positions
-    scale = np.float32(record.scale)
-    target[indices] += np.where(negative, -scale, scale)
+    np.add.at(target, indices, signed_scale(negative, np.float32(record.scale)))
+
+
+def _add_decoded(
+    decoded: Decoded, specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
+) -> None:
+    for (record, positions), spec in zip(decoded, specs, strict=True):
+        target = out[spec.name]
+        if record.dense is not None:
+            target += record.dense
+        else:
+            _add_sparse(record, positions, target)
 
 
 def accumulate(
@@ -123,14 +168,10 @@ def accumulate(
     """Add a payload's decoded tensors into ``out`` ({name: flat float32 array}).
 
     The whole payload is validated before anything is added, so a bad payload
+    (truncated, corrupted, a NaN or infinity in a dense record or the scale)
     raises ``PayloadError`` and leaves ``out`` untouched.
     """
-    for (record, positions), spec in zip(_decoded(payload, specs), specs, strict=True):
-        target = out[spec.name]
-        if record.dense is not None:
-            target += record.dense
-        else:
-            _add_sparse(record, positions, target)
+    _add_decoded(_decoded(payload, specs), specs, out)
 
 
 def restore_residues(payload: np.ndarray, state: CodecState) -> None:
@@ -157,13 +198,19 @@ def mean_into(
     payloads: Sequence[np.ndarray], specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
 ) -> None:
     """Overwrite ``out`` with the mean of ``payloads``: summed in the given
-    order, then divided, so it is bit-identical wherever it runs."""
+    order, then divided, so it is bit-identical wherever it runs.
+
+    Every payload is validated and decoded before ``out`` is touched, so one
+    bad payload raises ``PayloadError`` with ``out`` as it was; no payloads
+    raise ValueError (their mean is undefined).
+    """
     if not payloads:
         raise ValueError("the mean of no payloads is undefined")
+    decoded = [_decoded(payload, specs) for payload in payloads]
     for spec in specs:
         out[spec.name].fill(0)
-    for payload in payloads:
-        accumulate(payload, specs, out)
+    for one in decoded:
+        _add_decoded(one, specs, out)
     divisor = np.float32(len(payloads))
     for spec in specs:
         out[spec.name] /= divisor

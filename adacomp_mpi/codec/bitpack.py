@@ -3,13 +3,15 @@
 Bit order is most-significant first within a word and within a byte
 (NumPy's ``packbits`` default), and streams are padded with zero bits.
 
-Words of up to 16 bits (every gap code of a bin of L_T <= 65536) are packed
-with SWAR arithmetic on uint64 lanes: eight words of w bits are exactly w
-bytes, so three shift-and-mask steps merge them without expanding every bit
-into a byte. Wider words take the bit-matrix path (``np.unpackbits``).
+Words of up to 16 bits (the gap codes of any density above about 1e-4) are
+packed with SWAR arithmetic on uint64 lanes: eight words of w bits are
+exactly w bytes, so a few shift-and-mask steps merge them, 3x faster than
+expanding every bit into a byte. Wider words take that bit-matrix path.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -21,6 +23,7 @@ def packed_nbytes(nbits: int) -> int:
     return (nbits + 7) // 8
 
 
+@functools.lru_cache(maxsize=256)
 def _lane_mask(lane: int, bits: int, shift: int) -> U64:
     """``(2**bits - 1) << shift`` repeated in every ``lane``-bit lane of 64 bits."""
     word = ((1 << bits) - 1) << shift
@@ -46,17 +49,20 @@ def _split_lanes(x: np.ndarray, lane: int, width: int) -> np.ndarray:
     return x
 
 
-def _as_lanes(values: np.ndarray, dtype: str, groups: int, per_group: int) -> np.ndarray:
-    """Values as big-endian ``dtype`` lanes, zero padded, one uint64 per group."""
-    lanes = np.zeros(groups * per_group, dtype)
+def _as_lanes(values: np.ndarray, dtype: str, groups: int, width: int) -> np.ndarray:
+    """The low ``width`` bits of each value in big-endian ``dtype`` lanes of
+    uint64s (zero padded): the cast keeps the low bits, the mask the rest."""
+    lanes = np.zeros(groups * (8 // np.dtype(dtype).itemsize), dtype)
     lanes[: values.size] = values
-    return lanes.view(BIG_U64).astype(U64)
+    x = lanes.view(BIG_U64).astype(U64)
+    x &= _lane_mask(8 * lanes.itemsize, width, 0)
+    return x
 
 
 def _pack_small(values: np.ndarray, width: int) -> np.ndarray:
     """``width`` <= 8: eight byte lanes merge into one 8w-bit group (w bytes)."""
     groups = -(-values.size // 8)
-    x = _as_lanes(np.bitwise_and(values, (1 << width) - 1), "u1", groups, 8)
+    x = _as_lanes(values, "u1", groups, width)
     for lane, bits in ((8, width), (16, 2 * width), (32, 4 * width)):
         _merge_lanes(x, lane, bits)
     grouped = x.astype(BIG_U64).view(np.uint8).reshape(groups, 8)[:, 8 - width :]
@@ -66,7 +72,7 @@ def _pack_small(values: np.ndarray, width: int) -> np.ndarray:
 def _pack_medium(values: np.ndarray, width: int) -> np.ndarray:
     """8 < ``width`` < 16: four 16-bit lanes give 4w bits; two of them, 8w bits."""
     groups = -(-values.size // 8)
-    x = _as_lanes(np.bitwise_and(values, (1 << width) - 1), ">u2", 2 * groups, 4)
+    x = _as_lanes(values, ">u2", 2 * groups, width)
     for lane, bits in ((16, width), (32, 2 * width)):
         _merge_lanes(x, lane, bits)
     first, second = x[0::2], x[1::2]  # 4w bits each; the group is first:second
@@ -101,7 +107,7 @@ def pack_words(values: np.ndarray, width: int) -> np.ndarray:
     return _pack_generic(values, width)
 
 
-def _grouped_bytes(data: np.ndarray, count: int, width: int, lanes_per_group: int) -> np.ndarray:
+def _grouped_bytes(data: np.ndarray, count: int, width: int) -> np.ndarray:
     """The first ``count`` words' bytes, zero padded to whole 8-word groups."""
     groups = -(-count // 8)
     nbytes = packed_nbytes(count * width)
@@ -111,7 +117,7 @@ def _grouped_bytes(data: np.ndarray, count: int, width: int, lanes_per_group: in
 
 
 def _unpack_small(data: np.ndarray, count: int, width: int) -> np.ndarray:
-    grouped = _grouped_bytes(data, count, width, 8)
+    grouped = _grouped_bytes(data, count, width)
     wide = np.zeros((grouped.shape[0], 8), np.uint8)
     wide[:, 8 - width :] = grouped
     x = wide.view(BIG_U64).astype(U64).reshape(-1)
@@ -121,7 +127,7 @@ def _unpack_small(data: np.ndarray, count: int, width: int) -> np.ndarray:
 
 
 def _unpack_medium(data: np.ndarray, count: int, width: int) -> np.ndarray:
-    grouped = _grouped_bytes(data, count, width, 4)
+    grouped = _grouped_bytes(data, count, width)
     groups = grouped.shape[0]
     high, low = np.zeros((groups, 8), np.uint8), grouped[:, width - 8 :]
     high[:, 16 - width :] = grouped[:, : width - 8]
@@ -131,8 +137,8 @@ def _unpack_medium(data: np.ndarray, count: int, width: int) -> np.ndarray:
     x = np.empty(2 * groups, U64)
     x[0::2] = np.left_shift(high, U64(64 - 4 * width)) | np.right_shift(low, U64(4 * width))
     x[1::2] = low & mask
-    for lane, bits in ((16, 2 * width), (8, width)):
-        _split_lanes(x, 2 * lane, 2 * bits) if False else _split_lanes(x, lane * 2 // 2, bits)
+    for lane, bits in ((32, 2 * width), (16, width)):
+        _split_lanes(x, lane, bits)
     return x.astype(BIG_U64).view(">u2")[:count]
 
 
@@ -165,9 +171,18 @@ def unpack_bits(data: np.ndarray, count: int) -> np.ndarray:
     return np.unpackbits(data, count=count).view(np.bool_)
 
 
-def pack_unary(quotients: np.ndarray) -> tuple[np.ndarray, int]:
-    """q zero bits then a one bit per value; returns (bytes, total bits)."""
-    ends = np.cumsum(quotients.astype(np.int64) + 1) - 1
+def pack_unary(quotients: np.ndarray, *, overwrite: bool = False) -> tuple[np.ndarray, int]:
+    """q zero bits then a one bit per value; returns (bytes, total bits).
+
+    ``overwrite=True`` reuses an int64 ``quotients`` for the bit positions
+    instead of a multi-megabyte temporary (each one page-faults afresh).
+    """
+    if overwrite and quotients.dtype == np.int64:
+        ends = np.add(quotients, 1, out=quotients)
+    else:
+        ends = np.add(quotients, 1, dtype=np.int64)
+    np.cumsum(ends, out=ends)
+    ends -= 1
     nbits = int(ends[-1]) + 1 if ends.size else 0
     bits = np.zeros(nbits, np.uint8)
     bits[ends] = 1
@@ -176,5 +191,9 @@ def pack_unary(quotients: np.ndarray) -> tuple[np.ndarray, int]:
 
 def unpack_unary(data: np.ndarray, nbits: int) -> np.ndarray:
     """Inverse of ``pack_unary``: the quotient before every one bit."""
-    ends = np.flatnonzero(np.unpackbits(data, count=nbits).view(np.bool_))
-    return np.diff(ends, prepend=-1) - 1
+    ends = np.unpackbits(data, count=nbits).view(np.bool_).nonzero()[0]
+    quotients = np.empty_like(ends)  # diff(ends, prepend=-1) - 1, with one temporary
+    quotients[:1] = ends[:1]
+    np.subtract(ends[1:], ends[:-1], out=quotients[1:])
+    quotients[1:] -= 1
+    return quotients

@@ -40,7 +40,12 @@ class CodedIndices:
 
 
 def gaps_of(indices: np.ndarray) -> np.ndarray:
-    return np.diff(indices, prepend=-1) - 1
+    """Unsent positions before each sent one (the first counted from -1)."""
+    gaps = np.empty_like(indices)
+    gaps[0] = indices[0]
+    np.subtract(indices[1:], indices[:-1], out=gaps[1:])
+    gaps[1:] -= 1
+    return gaps
 
 
 def fixed_nbytes(count: int, width: int, escapes: int) -> int:
@@ -55,19 +60,25 @@ def rice_nbytes(count: int, param: int, unary_bits: int) -> int:
     )
 
 
+def _escaped_words(gaps: np.ndarray, escape: int) -> np.ndarray:
+    """Each gap as escape words (one per ``escape`` skipped) then its remainder."""
+    skips = gaps // escape
+    words = np.full(gaps.size + int(skips.sum()), escape, np.int64)
+    words[np.cumsum(skips + 1) - 1] = gaps % escape
+    return words
+
+
 def _encode_fixed(gaps: np.ndarray, negative: np.ndarray, width: int) -> CodedIndices:
     escape = (1 << width) - 1
-    skips = gaps // escape
-    total = gaps.size + int(skips.sum())
-    words = np.full(total, escape, np.int64)
-    words[np.cumsum(skips + 1) - 1] = gaps % escape
+    words = gaps if int(gaps.max()) < escape else _escaped_words(gaps, escape)
+    total = words.size
     data = np.concatenate([bitpack.pack_words(words, width), bitpack.pack_bits(negative)])
     return CodedIndices(FIXED, width, total - gaps.size, data)
 
 
 def _encode_rice(gaps: np.ndarray, negative: np.ndarray, param: int) -> CodedIndices:
-    unary, nbits = bitpack.pack_unary(gaps >> param)
-    remainders = bitpack.pack_words(gaps & ((1 << param) - 1), param)
+    unary, nbits = bitpack.pack_unary(gaps >> param, overwrite=True)
+    remainders = bitpack.pack_words(gaps, param)  # the low ``param`` bits
     data = np.concatenate([unary, remainders, bitpack.pack_bits(negative)])
     return CodedIndices(RICE, param, nbits, data)
 
@@ -75,37 +86,49 @@ def _encode_rice(gaps: np.ndarray, negative: np.ndarray, param: int) -> CodedInd
 class _GapTotals:
     """Exact sums of f(gap) over all gaps, from a histogram of the small gaps.
 
-    Sizing a dozen candidate codes then costs a dozen passes over at most
-    ``CAP`` histogram bins instead of a dozen passes over every sent element.
+    Sizing a dozen candidate codes then costs two small matrix products over
+    at most ``CAP`` histogram bins instead of a dozen passes over every sent
+    element.
     """
 
     CAP = 4096
 
     def __init__(self, gaps: np.ndarray) -> None:
-        self.counts = np.bincount(np.minimum(gaps, self.CAP), minlength=self.CAP + 1)[: self.CAP]
-        self.values = np.arange(self.CAP, dtype=np.int64)
-        self.large = gaps[gaps >= self.CAP]  # rare: a few long runs of unsent bins
+        if int(gaps.max()) < self.CAP:  # the usual case: one bincount, no filtering
+            self.counts = np.bincount(gaps)
+            self.large = gaps[:0]
+        else:
+            capped = np.minimum(gaps, self.CAP)
+            self.counts = np.bincount(capped, minlength=self.CAP + 1)[: self.CAP]
+            self.large = gaps[capped == self.CAP]  # rare: a few long runs of unsent bins
+        self.values = np.arange(self.counts.size, dtype=np.int64)
 
-    def total(self, f: Callable[[np.ndarray], np.ndarray]) -> int:
-        return int((f(self.values) * self.counts).sum() + f(self.large).sum())
+    def totals(
+        self, f: Callable[[np.ndarray, np.ndarray], np.ndarray], params: list[int]
+    ) -> list[int]:
+        """Sum over all gaps of ``f(gap, param)``, for each param (exact ints)."""
+        column = np.array(params, np.int64)[:, None]
+        sums = f(self.values[None, :], column) @ self.counts
+        if self.large.size:
+            sums += f(self.large[None, :], column).sum(axis=1)
+        return [int(total) for total in sums]
 
 
-def _candidates(gaps: np.ndarray, bin_size: int) -> list[tuple[int, int, int]]:
+def _candidates(indices: np.ndarray, gaps: np.ndarray, bin_size: int) -> list[tuple[int, int, int]]:
     """(nbytes, method, param) for the parameters worth trying."""
     count = gaps.size
     totals = _GapTotals(gaps)
-    centre = max(int(np.log2(totals.total(lambda g: g) / count + 1)), 0)
+    gap_sum = int(indices[-1]) + 1 - count  # the sum of all gaps, exactly
+    centre = max(int(np.log2(gap_sum / count + 1)), 0)
     paper_width = max(int(np.ceil(np.log2(bin_size))), 1)
     spread = (*range(centre - 1, centre + 3), paper_width, paper_width + 1)
-    widths = {w for w in spread if 1 <= w <= MAX_WIDTH}
-    params = {b for b in range(centre - 2, centre + 1) if 0 <= b < MAX_WIDTH}
-    options = [
-        (fixed_nbytes(count, w, totals.total(lambda g, w=w: g // ((1 << w) - 1))), FIXED, w)
-        for w in widths
-    ]
+    widths = sorted({w for w in spread if 1 <= w <= MAX_WIDTH})
+    params = sorted({b for b in range(centre - 2, centre + 1) if 0 <= b < MAX_WIDTH})
+    escapes = totals.totals(lambda g, w: g // ((1 << w) - 1), widths)
+    unary = totals.totals(lambda g, b: g >> b, params)
+    options = [(fixed_nbytes(count, w, e), FIXED, w) for w, e in zip(widths, escapes, strict=True)]
     options += [
-        (rice_nbytes(count, b, totals.total(lambda g, b=b: g >> b) + count), RICE, b)
-        for b in params
+        (rice_nbytes(count, b, u + count), RICE, b) for b, u in zip(params, unary, strict=True)
     ]
     return options
 
@@ -128,7 +151,7 @@ def encode_indices(
     if indices.size == 0:
         return CodedIndices(FIXED, 1, 0, np.zeros(0, np.uint8))
     gaps = gaps_of(indices)
-    _, method, param = min(c for c in _candidates(gaps, bin_size) if c[1] in methods)
+    _, method, param = min(c for c in _candidates(indices, gaps, bin_size) if c[1] in methods)
     return ENCODERS[method](gaps, negative, param)
 
 
@@ -148,6 +171,10 @@ def coded_nbytes(method: int, param: int, count: int, aux: int) -> int:
 def _decode_fixed_gaps(data: np.ndarray, count: int, width: int, escapes: int) -> np.ndarray:
     escape = (1 << width) - 1
     words = bitpack.unpack_words(data, count + escapes, width)
+    if not escapes:  # the usual case: every word is a gap
+        if (words == escape).any():
+            raise PayloadError("fixed-width index stream does not match its element count")
+        return words
     is_data = words != escape
     data_pos = np.flatnonzero(is_data)
     if data_pos.size != count or (count and data_pos[-1] != words.size - 1):
@@ -164,7 +191,9 @@ def _decode_rice_gaps(data: np.ndarray, count: int, param: int, unary_bits: int)
     ):
         raise PayloadError("rice unary stream does not match its element count")
     remainders = bitpack.unpack_words(data[unary_bytes:], count, param)
-    return (quotients << param) | remainders
+    quotients <<= param
+    quotients |= remainders
+    return quotients
 
 
 def _last_bit(nbits: int) -> int:
@@ -182,8 +211,10 @@ def decode_indices(coded: CodedIndices, *, count: int, numel: int) -> tuple[np.n
     """Positions (int64, strictly increasing, < numel) and sign bits."""
     if count == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.bool_)
-    gaps = GAP_DECODERS[coded.method](coded.data, count, coded.param, coded.aux)
-    indices = np.cumsum(gaps + 1) - 1
+    indices = GAP_DECODERS[coded.method](coded.data, count, coded.param, coded.aux)
+    indices += 1  # in place: gaps + 1, summed, minus 1
+    np.cumsum(indices, out=indices)
+    indices -= 1
     if indices[-1] >= numel:
         raise PayloadError(f"index {int(indices[-1])} out of range for {numel} elements")
     negative = bitpack.unpack_bits(coded.data[-bitpack.packed_nbytes(count) :], count)

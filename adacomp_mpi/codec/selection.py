@@ -18,7 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blocks import BlockPlan, Candidates, scan
+
 ScaleRule = Callable[[np.ndarray, np.ndarray], np.float32]
+
+
+class NonFiniteError(ValueError):
+    """G = R + dW has a NaN or an infinity (the residue buffer was not touched)."""
 
 
 def _mean_abs_sent(sent_abs: np.ndarray, sent_bin_max: np.ndarray) -> np.float32:
@@ -39,7 +45,11 @@ SCALE_RULES: dict[str, ScaleRule] = {
 
 @dataclass(frozen=True)
 class Selection:
-    """The sent part of one tensor: sorted positions, sign bits, shared scale."""
+    """The sent part of one tensor: sorted positions, sign bits, shared scale.
+
+    ``indices`` may be a view of the workspace's buffers: valid until the next
+    selection with that workspace (the encoder codes it at once).
+    """
 
     indices: np.ndarray  # int64, strictly increasing
     negative: np.ndarray  # bool, True where q_i = -scale
@@ -51,55 +61,46 @@ class Selection:
 
 
 class Workspace:
-    """Reusable scratch buffers, so a step allocates (and page-faults) nothing big."""
+    """Scratch buffers, block plans and spare residues, reused every step so
+    that a step allocates (and page-faults) nothing big.
+
+    ``spare(index, numel)`` is the second residue buffer of tensor ``index``:
+    the encoder writes the new residue there and swaps it in only once every
+    tensor turned out finite, so a rejected step leaves the state untouched.
+    """
 
     def __init__(self) -> None:
         self._floats = np.empty(0, np.float32)
         self._mask = np.empty(0, np.bool_)
+        self._plans: dict[tuple[int, int], BlockPlan] = {}
+        self._spares: dict[int, np.ndarray] = {}
+        self.candidates = Candidates()
 
     def buffers(self, numel: int) -> tuple[np.ndarray, np.ndarray]:
+        """A float32 scratch and a bool mask of at least ``numel`` elements
+        (the mask rounded up to whole 8-byte words)."""
         if self._floats.size < numel:
             self._floats = np.empty(numel, np.float32)
-            self._mask = np.empty(numel, np.bool_)
-        return self._floats[:numel], self._mask[:numel]
+            self._mask = np.empty(-(-numel // 8) * 8, np.bool_)
+        return self._floats, self._mask
 
+    def plan(self, numel: int, bin_size: int) -> BlockPlan:
+        key = (numel, bin_size)
+        if key not in self._plans:
+            self._plans[key] = BlockPlan.build(numel, bin_size)
+        return self._plans[key]
 
-def _split_bins(array: np.ndarray, bin_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(full bins as a 2-D view, the short last bin as a 1-D view)."""
-    full = (array.size // bin_size) * bin_size
-    return array[:full].reshape(-1, bin_size), array[full:]
+    def spare(self, index: int, numel: int) -> np.ndarray:
+        buffer = self._spares.get(index)
+        if buffer is None or buffer.size != numel:
+            buffer = self._spares[index] = np.empty(numel, np.float32)
+        return buffer
 
-
-def bin_maxima(abs_values: np.ndarray, bin_size: int) -> np.ndarray:
-    """max |G| of each bin of ``bin_size`` consecutive elements.
-
-    ``reduceat`` covers the short last bin too, and is 2-4x faster than
-    ``reshape(-1, L).max(axis=1)`` on the short rows of L_T = 50..500.
-    """
-    if abs_values.size == 0:
-        return np.empty(0, np.float32)
-    return np.maximum.reduceat(abs_values, np.arange(0, abs_values.size, bin_size))
-
-
-# Elements per block: the passes of one block run while it sits in the CPU
-# cache, so a 10M-element tensor is read from memory about once, not six times.
-BLOCK_ELEMENTS = 1 << 15
-
-
-def _select_block(
-    accumulated: np.ndarray, grad: np.ndarray, bin_size: int, scratch: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions whose |H| reaches their bin's max |G|, and those bin maxima."""
-    gmax = bin_maxima(np.abs(accumulated, out=scratch), bin_size)
-    gmax[gmax == 0] = np.inf  # an all-zero bin sends nothing
-    lookahead = np.abs(np.add(accumulated, grad, out=scratch), out=scratch)  # |H|
-    full_h, tail_h = _split_bins(lookahead, bin_size)
-    full_mask, tail_mask = _split_bins(mask, bin_size)
-    np.greater_equal(full_h, gmax[: full_h.shape[0], None], out=full_mask)
-    if tail_h.size:
-        np.greater_equal(tail_h, gmax[-1], out=tail_mask)
-    positions = np.flatnonzero(mask)
-    return positions, gmax[positions // bin_size]
+    def swap(self, index: int, residue: np.ndarray) -> np.ndarray:
+        """Hand back the spare (now the new residue); keep ``residue`` as spare."""
+        new = self._spares[index]
+        self._spares[index] = residue
+        return new
 
 
 def select_and_update(
@@ -109,29 +110,46 @@ def select_and_update(
     bin_size: int,
     scale_rule: str,
     workspace: Workspace,
+    out: np.ndarray | None = None,
 ) -> Selection:
-    """Run one AdaComp step in place: ``residue`` goes from R to G - q."""
-    block = max(bin_size, BLOCK_ELEMENTS // bin_size * bin_size)  # whole bins per block
-    scratch, mask = workspace.buffers(min(block, residue.size))
-    found, maxima = [], []
-    for start in range(0, residue.size, block):
-        stop = min(start + block, residue.size)
-        accumulated = np.add(residue[start:stop], grad[start:stop], out=residue[start:stop])  # G
-        size = stop - start
-        positions, bin_max = _select_block(
-            accumulated, grad[start:stop], bin_size, scratch[:size], mask[:size]
-        )
-        found.append(positions + start)
-        maxima.append(bin_max)
-    indices = np.concatenate(found) if found else np.zeros(0, np.int64)
-    sent_bin_max = np.concatenate(maxima) if maxima else np.zeros(0, np.float32)
-    values = residue[indices]
-    nonzero = values != 0
-    if not nonzero.all():
-        indices, values, sent_bin_max = indices[nonzero], values[nonzero], sent_bin_max[nonzero]
+    """Run one AdaComp step: write the new residue G - q into ``out``.
+
+    ``out`` defaults to ``residue`` (in place). With a separate ``out`` the
+    residue is only read, so a NonFiniteError (NaN or infinity in G, found in
+    the bin maxima at no extra pass) leaves it exactly as it was.
+    """
+    out = residue if out is None else out
+    if residue.size == 0:
+        return Selection(np.zeros(0, np.int64), np.zeros(0, np.bool_), np.float32(0))
+    plan, found = workspace.plan(residue.size, bin_size), workspace.candidates
+    with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+        scan(residue, grad, out, plan, workspace.buffers(plan.block), found)
+    if not np.isfinite(np.maximum.reduce(plan.gmax)):
+        raise NonFiniteError("the accumulated gradient R + dW is not finite")
+    indices, values = found.indices[: found.count], found.values[: found.count]
+    if not values.all():  # G == 0: nothing to send
+        nonzero = values != 0
+        indices, values = indices[nonzero], values[nonzero]
     if indices.size == 0:
         return Selection(indices, np.zeros(0, np.bool_), np.float32(0))
-    scale = SCALE_RULES[scale_rule](np.abs(values), sent_bin_max)
+    sent_bin_max = plan.gmax[indices // bin_size] if scale_rule == "mean_bin_max" else values
+    magnitudes = np.abs(values)
+    scale = SCALE_RULES[scale_rule](magnitudes, sent_bin_max)
     negative = values < 0
-    residue[indices] = values - np.where(negative, -scale, scale)
+    q = signed_scale(negative, scale, out=magnitudes)
+    out[indices] = np.subtract(values, q, out=values)  # R = G - q
     return Selection(indices, negative, scale)
+
+
+def signed_scale(
+    negative: np.ndarray, scale: np.float32, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """q = -scale where ``negative`` else +scale, as float32 (scale >= 0).
+
+    Built from bits, the sign bit or'ed onto the scale's: 3-4x faster than
+    ``copysign`` and 20x faster than ``np.where`` with two scalars.
+    """
+    bits = None if out is None else out.view(np.uint32)
+    bits = np.left_shift(negative.view(np.uint8), 31, dtype=np.uint32, out=bits)
+    bits |= np.float32(scale).view(np.uint32)
+    return bits.view(np.float32)

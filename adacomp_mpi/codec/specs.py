@@ -7,6 +7,7 @@ tested without torch.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,15 @@ class CompressionPolicy:
 
 
 def layout_fingerprint(specs: Sequence[TensorSpec]) -> int:
-    """CRC32 of the tensor layout, so a payload from another model is rejected."""
+    """CRC32 of the tensor layout, so a payload from another model is rejected.
+
+    Every encode and every payload received asks for it, so it is cached per
+    layout (specs are frozen: the tuple of them is a safe key).
+    """
+    return _fingerprint(tuple(specs))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(specs: tuple[TensorSpec, ...]) -> int:
     text = ";".join(f"{s.name}:{s.numel}:{s.bin_size}:{int(s.compress)}" for s in specs)
     return zlib.crc32(text.encode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +19,12 @@ from adacomp_mpi.train.optim import OPTIMIZERS
 
 from .common import fail
 from .configfile import apply_config
+from .controls import resolve_deprecated, training_controls
 from .options import BinSizeType, EveryType, KeyValueType, bin_size_table, key_value_table
 from .sources import CheckedCommand
 
 DEFAULTS = TrainConfig()
+ABORT_FLUSH_SECONDS = 0.5  # MPI_Abort can cut off output the launcher has not forwarded
 NONFINITE_POLICIES = ("skip", "stop")
 
 
@@ -28,6 +32,26 @@ def _models() -> list[str]:
     from adacomp_mpi.models import MODELS
 
     return sorted(MODELS)
+
+
+def _model_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A zoo name, or the user's ``PATH.py:FUNCTION`` / ``package.module:FUNCTION``.
+
+    A user model's file is checked here, so a typo is one usage error naming
+    it; everything else about it (importing, calling) is checked when it is
+    built, on every rank.
+    """
+    from adacomp_mpi.models.user import describe, is_file_source, is_user_model, split_spec
+
+    if not is_user_model(value):
+        return _registered(_models, "model")(ctx, param, value)
+    try:
+        source, _ = split_spec(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if is_file_source(source) and not Path(source).expanduser().is_file():
+        raise click.BadParameter(f"{describe(source)} not found")
+    return value
 
 
 def _datasets() -> list[str]:
@@ -64,8 +88,9 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option(
     "--model",
     default=DEFAULTS.model,
-    callback=_registered(_models, "model"),
-    help="Model from the zoo (see README).",
+    callback=_model_name,
+    help="Model from the zoo (see README), or your own: PATH.py:FUNCTION or "
+    "package.module:FUNCTION, called as FUNCTION(inputs, **model_options).",
 )
 @click.option(
     "--dataset",
@@ -92,7 +117,13 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
     help="A size of the zoo model, e.g. hidden=2048,1024 (mlp), channels=8,16 (cnn); "
     "repeatable (variable: ADACOMP_MODEL_OPTIONS, space-separated).",
 )
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS.lr)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate  [default: the model's own for the optimizer, e.g. mlp 0.05, "
+    "cnn 0.01 with sgd; 0.001 with adam]",
+)
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default=DEFAULTS.optimizer)
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.momentum)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay)
@@ -115,12 +146,6 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option("--scale-rule", type=click.Choice(sorted(SCALE_RULES)), default=DEFAULTS.scale_rule)
 @click.option(
     "--index-coding", type=click.Choice(sorted(METHOD_NAMES)), default=DEFAULTS.index_coding
-)
-@click.option(
-    "--warmup-steps",
-    type=click.IntRange(min=0),
-    default=DEFAULTS.warmup_steps,
-    help="Steps sent uncompressed at the start.",
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option(
@@ -152,6 +177,11 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
     "checkpoint the last good state and stop (exit 3).",
 )
 @click.option(
+    "--overlap/--no-overlap",
+    default=DEFAULTS.overlap,
+    help="Encode each gradient on a worker thread while backward computes the rest.",
+)
+@click.option(
     "--max-skipped-fraction",
     type=click.FloatRange(min=0, max=1),
     default=DEFAULTS.max_skipped_fraction,
@@ -166,6 +196,7 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 )
 @click.option("--quiet", is_flag=True, help="Only errors.")
 @click.option("--log-all-ranks", is_flag=True, help="Every rank logs, not just rank 0.")
+@training_controls
 def train(**options: object) -> None:
     """Train a model with every rank's gradients AdaComp-compressed.
 
@@ -178,6 +209,11 @@ def train(**options: object) -> None:
       mpiexec -n 4 adacomp-train --checkpoint-every 1epoch --resume auto
     """
     options["checkpoint_every"], options["checkpoint_unit"] = options["checkpoint_every"]
+    resolve_deprecated(options)
+    if options["lr"] is None:
+        from adacomp_mpi.models import default_lr
+
+        options["lr"] = default_lr(str(options["model"]), str(options["optimizer"]))
     run(TrainConfig(**options))
 
 
@@ -208,6 +244,8 @@ def run(config: TrainConfig) -> None:
         fail(str(stopped), exit_code=stopped.exit_code)
     except Exception:
         click.echo(f"[{comm.rank}/{comm.size}] fatal error:\n{traceback.format_exc()}", err=True)
+        sys.stderr.flush()
+        time.sleep(ABORT_FLUSH_SECONDS)  # let the launcher forward the traceback first
         comm.abort(1)
     else:
         ratio = summary["compression_ratio"]

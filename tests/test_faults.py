@@ -526,7 +526,11 @@ CORRUPTIONS = {
         RANKS,
         "common.pt cannot be loaded safely",
     ),
-    "other format_version": (_other_format, RANKS, "format version 99, this adacomp-train reads only version 2"),
+    "other format_version": (
+        _other_format,
+        RANKS,
+        "format version 99, this adacomp-train reads only version 2",
+    ),
     "3-rank checkpoint resumed with 2": (
         lambda path, sentinel: None,
         2,

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from adacomp_mpi.common.errors import StopTraining
-from adacomp_mpi.dist.buffer import GradientBuffer
 from adacomp_mpi.dist.communicator import LocalCommunicator
 from adacomp_mpi.report.runs import read_records
 from adacomp_mpi.train import checkpoint
@@ -46,16 +45,13 @@ def _loop(config: TrainConfig, *, stop: StopRequest | None = None) -> Loop:
 
 
 def _poison_gradient_at(trainer: Trainer, step: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make this rank's gradient non-finite at ``step`` only."""
-    to_host = trainer.bridge.to_host
+    """Make one gradient non-finite at ``step`` only (the loss stays finite)."""
+    first = next(trainer.model.parameters())
 
-    def poisoned() -> GradientBuffer:
-        grads = to_host()
-        if trainer.step == step:
-            grads.flat[0] = np.nan
-        return grads
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        return grad * np.nan if trainer.step == step else grad
 
-    monkeypatch.setattr(trainer.bridge, "to_host", poisoned)
+    first.register_hook(poison)
 
 
 def test_the_ledger_totals_are_the_sum_of_the_step_records(tmp_path: Path) -> None:
@@ -72,10 +68,11 @@ def test_the_ledger_totals_are_the_sum_of_the_step_records(tmp_path: Path) -> No
         assert seconds == pytest.approx(sum(r["time"][phase] for r in steps))
 
 
+@pytest.mark.parametrize("overlap", [True, False])
 def test_a_void_step_is_skipped_and_leaves_the_parameters_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    overlap: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    loop = _loop(_config(tmp_path))
+    loop = _loop(_config(tmp_path, overlap=overlap))
     trainer = loop.trainer
     _poison_gradient_at(trainer, 3, monkeypatch)
     digests = []
@@ -91,6 +88,32 @@ def test_a_void_step_is_skipped_and_leaves_the_parameters_alone(
     assert digests[3] == digests[4]  # step 3 (0-based) changed nothing
     assert len(set(digests)) == STEPS_PER_EPOCH - 1
     assert all(np.isfinite(r).all() for r in trainer.codec_state.residues)
+
+
+def test_overlapped_encoding_changes_nothing(tmp_path: Path) -> None:
+    """The same run with and without encoding during backward: same bytes, same model."""
+    runs = [
+        train(_config(tmp_path / str(overlap), overlap=overlap), LocalCommunicator())
+        for overlap in (True, False)
+    ]
+    assert runs[0]["param_digest"] == runs[1]["param_digest"]
+    assert runs[0]["bytes_sent"] == runs[1]["bytes_sent"]
+
+
+def test_a_non_finite_loss_under_overlap_changes_no_residue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = _loop(_config(tmp_path))
+    trainer = loop.trainer
+    assert trainer.overlap is not None
+    loop.run_epoch(0)
+    before = [r.copy() for r in trainer.codec_state.residues]
+    rows = np.arange(16)
+    trainer.dataset.x_train[rows[0]] = np.nan  # a NaN input makes the loss NaN
+    local, traffic = trainer.train_step(rows)
+    assert not traffic.applied and local.loss_sum == 0.0
+    for old, new in zip(before, trainer.codec_state.residues, strict=True):
+        np.testing.assert_array_equal(old, new)
 
 
 def test_a_void_step_under_stop_checkpoints_and_exits_3(

@@ -104,9 +104,13 @@ def epoch_record() -> dict[str, Any]:
     return next(r for r in records(ADACOMP) if r["type"] == "epoch")
 
 
-def test_schema_registry_covers_both_record_types() -> None:
-    assert set(RECORD_SCHEMAS) == {"step", "epoch"}
+def test_schema_registry_covers_every_record_type() -> None:
+    assert set(RECORD_SCHEMAS) == {"step", "epoch", "eval"}
     validate_metrics_record({**epoch_record(), "test_perplexity": 3.2})
+    evaluation = {"type": "eval", "epoch": 0, "step": 30, "test_loss": 0.5}
+    validate_metrics_record({**evaluation, "test_accuracy": 0.9, "wall_seconds": 2.0})
+    with pytest.raises(ReportError, match="eval record: missing key 'test_accuracy'"):
+        validate_metrics_record({**evaluation, "wall_seconds": 2.0})
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,13 @@ from typing import Protocol
 
 import numpy as np
 
-from adacomp_mpi.codec.api import encode_counted, encode_void, mean_into, restore_residues
+from adacomp_mpi.codec.api import (
+    Encoded,
+    encode_counted,
+    encode_void,
+    mean_into,
+    restore_residues,
+)
 from adacomp_mpi.codec.counters import StepCounts
 from adacomp_mpi.codec.state import CodecState
 from adacomp_mpi.codec.wire import is_void
@@ -45,7 +51,12 @@ class Exchange(Protocol):
     collective: str  # what a rank waits in during the exchange (for the watchdog)
 
     def average(
-        self, grads: GradientBuffer, *, dense: bool = False, finite: bool = True
+        self,
+        grads: GradientBuffer,
+        *,
+        dense: bool = False,
+        finite: bool = True,
+        encoded: Encoded | None = None,
     ) -> StepTraffic: ...
 
 
@@ -59,21 +70,27 @@ class AdaCompExchange:
         self.state = state
 
     def average(
-        self, grads: GradientBuffer, *, dense: bool = False, finite: bool = True
+        self,
+        grads: GradientBuffer,
+        *,
+        dense: bool = False,
+        finite: bool = True,
+        encoded: Encoded | None = None,
     ) -> StepTraffic:
-        """Replace ``grads`` with the global mean.
+        """Replace ``grads`` with the global mean; ``encoded``: this rank's
+        payload, when it was encoded already (overlapped with backward).
 
         When any rank voids the step, ``grads`` are left as they are, this
         rank's residues get back what it sent, and ``applied`` is False.
         """
         specs = self.state.specs
         started = time.perf_counter()
-        if finite:
-            encoded = encode_counted(grads.views, self.state, dense=dense)
-            payload, counts = encoded.payload, encoded.counts
-        else:
+        if not finite:
             payload, counts = encode_void(self.state), {}
-        encoded = time.perf_counter()
+        else:
+            encoded = encoded or encode_counted(grads.views, self.state, dense=dense)
+            payload, counts = encoded.payload, encoded.counts
+        ready = time.perf_counter()
         gathered = self.comm.allgatherv(payload)
         communicated = time.perf_counter()
         voided = tuple(rank for rank, p in enumerate(gathered) if is_void(p, specs))
@@ -87,8 +104,8 @@ class AdaCompExchange:
             counts=counts,
             voided_ranks=voided,
             seconds={
-                "encode": encoded - started,
-                "communicate": communicated - encoded,
+                "encode": ready - started,
+                "communicate": communicated - ready,
                 "decode": time.perf_counter() - communicated,
             },
         )
@@ -108,7 +125,12 @@ class DenseExchange:
         self.comm = comm
 
     def average(
-        self, grads: GradientBuffer, *, dense: bool = False, finite: bool = True
+        self,
+        grads: GradientBuffer,
+        *,
+        dense: bool = False,
+        finite: bool = True,
+        encoded: Encoded | None = None,
     ) -> StepTraffic:
         started = time.perf_counter()
         self.comm.allreduce_sum(grads.flat)

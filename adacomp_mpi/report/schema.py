@@ -123,7 +123,23 @@ EPOCH_SCHEMA = RecordSchema(
     optional={"test_perplexity": _number},
 )
 
-RECORD_SCHEMAS: dict[str, RecordSchema] = {"step": STEP_SCHEMA, "epoch": EPOCH_SCHEMA}
+EVAL_SCHEMA = RecordSchema(
+    required={
+        "type": lambda v: None if v == "eval" else '"eval"',
+        "epoch": _count,
+        "step": _step_number,
+        "test_loss": _number,
+        "test_accuracy": _fraction,
+        "wall_seconds": _number,
+    },
+    optional={"test_perplexity": _number},
+)
+
+RECORD_SCHEMAS: dict[str, RecordSchema] = {
+    "step": STEP_SCHEMA,
+    "epoch": EPOCH_SCHEMA,
+    "eval": EVAL_SCHEMA,
+}
 
 
 def validate_metrics_record(record: Any, *, allow_extra: bool = False) -> None:

@@ -3,6 +3,7 @@ the exchange, wired into a ``Trainer``."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -17,13 +18,16 @@ from adacomp_mpi.dist.agree import agree
 from adacomp_mpi.dist.communicator import Communicator
 from adacomp_mpi.dist.exchange import make_exchange
 from adacomp_mpi.dist.launch import Launch
-from adacomp_mpi.models import ModelInputs, build_model
+from adacomp_mpi.models import ModelInputs, build_model, user_model_digest
 
 from .config import TrainConfig
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
+from .model_file import init_from
 from .optim import OPTIMIZERS
+from .overlap import OverlappedEncoder
+from .schedule import Schedule
 from .trainer import Trainer
 
 
@@ -85,14 +89,25 @@ def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device)
     dataset = agree(comm, lambda: load_dataset(config.dataset, path=config.data_path))
     inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
     torch.manual_seed(config.seed)
-    model = agree(comm, lambda: build_model(config.model, inputs, config.model_options))
+    model, model_sha256 = agree(
+        comm,
+        lambda: (
+            build_model(config.model, inputs, config.model_options),
+            user_model_digest(config.model),
+        ),
+    )
     model = model.to(device)
+    if config.init_from is not None:  # rank 0 reads, the broadcast below shares
+        agree(comm, lambda: init_from(model, config.init_from) if comm.rank == 0 else None)
     broadcast_module(model, comm)
     policy = CompressionPolicy(bin_sizes=dict(config.bin_sizes), dense_below=config.dense_below)
     specs, params = gradient_specs(model, policy)
     check_bin_size_keys(dict(config.bin_sizes), specs)
     codec_config = agree(comm, lambda: CodecConfig(config.scale_rule, config.index_coding))
     state = make_state(specs, codec_config)
+    bridge = GradientBridge(params, specs)
+    overlap = config.overlap and config.compression == "adacomp"
+    steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
     return Trainer(
         config=config,
         comm=comm,
@@ -101,11 +116,31 @@ def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device)
         optimizer=OPTIMIZERS[config.optimizer](params, config),
         codec_state=state,
         exchange=make_exchange(config.compression, comm=comm, state=state),
-        bridge=GradientBridge(params, specs),
+        bridge=bridge,
         device=device,
+        model_sha256=model_sha256,
         ledger=Ledger(
             numel=sum(spec.numel for spec in specs),
             world_size=comm.size,
             dense_mode=config.compression == "none",
         ),
+        overlap=OverlappedEncoder(params, bridge=bridge, state=state) if overlap else None,
+        schedule=Schedule(
+            name=config.lr_schedule,
+            warmup_steps=config.lr_warmup_steps,
+            total_steps=_total_steps(steps_per_epoch, config),
+            step_every=config.lr_step_every,
+            gamma=config.lr_gamma,
+        ),
     )
+
+
+def _steps_per_epoch(samples: int, ranks: int, config: TrainConfig) -> int:
+    """Optimizer steps in one epoch (see loop.step_plan)."""
+    micro_batches = math.ceil((samples // ranks) / config.batch_size)
+    return math.ceil(micro_batches / config.accumulate)
+
+
+def _total_steps(steps_per_epoch: int, config: TrainConfig) -> int:
+    total = steps_per_epoch * config.epochs
+    return min(total, config.max_steps) if config.max_steps > 0 else total

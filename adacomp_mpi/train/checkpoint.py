@@ -160,6 +160,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_common(path: Path) -> dict[str, Any]:
+    """What every rank shares (model, optimizer, ledger, config), checked; for
+    reading one checkpoint's weights without resuming it."""
+    manifest = read_manifest(path)
+    return _read_verified(path, COMMON, manifest["sha256"])
+
+
 def latest(root: Path) -> Path | None:
     """The newest checkpoint under ``root`` whose manifest reads, if any."""
     for candidate in reversed(checkpoint_dirs(root)):

@@ -26,7 +26,19 @@ class TrainConfig:
     dense_below: int = 256
     scale_rule: str = "mean_abs"
     index_coding: str = "auto"
-    warmup_steps: int = 0
+    overlap: bool = True  # encode each gradient on a worker thread during backward
+    dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
+    lr_schedule: str = "constant"  # constant, step or cosine (train/schedule.py)
+    lr_warmup_steps: int = 0  # linear learning-rate warm-up from 0
+    lr_step_every: int = 0  # step schedule: decay every N steps (0: at 1/2 and 3/4)
+    lr_gamma: float = 0.1  # step schedule: decay factor
+    clip_grad_norm: float = 0.0  # clip the averaged gradient to this global norm; 0: off
+    accumulate: int = 1  # micro-batches per optimizer step (one exchange per step)
+    precision: str = "fp32"  # or bf16 (autocast of the forward pass)
+    max_steps: int = 0  # stop after this many optimizer steps; 0: the epochs decide
+    time_limit: float = 0.0  # stop (with a checkpoint) after this many seconds; 0: off
+    eval_every: int = 0  # also evaluate every N optimizer steps; 0: once per epoch
+    init_from: str | None = None  # start from these weights (a checkpoint or a model.pt)
     seed: int = 0
     output_dir: Path = Path("runs/latest")
     summary: Path | None = None
@@ -67,6 +79,14 @@ TRAJECTORY_OPTIONS = (
     "dense_below",
     "scale_rule",
     "index_coding",
-    "warmup_steps",
+    "dense_warmup_steps",
+    "lr_schedule",
+    "lr_warmup_steps",
+    "lr_step_every",
+    "lr_gamma",
+    "clip_grad_norm",
+    "accumulate",
+    "precision",
+    "init_from",
     "seed",
 )

@@ -27,10 +27,11 @@ class GradientBridge:
         device = self.params[0].device if self.params else torch.device("cpu")
         total = sum(spec.numel for spec in specs)
         self.flat = torch.zeros(total, dtype=torch.float32, device=device)
-        offset = 0
+        self.offsets = [0]  # where each parameter's gradient starts, and the end
         for param in self.params:
-            param.grad = self.flat[offset : offset + param.numel()].view_as(param)
-            offset += param.numel()
+            start = self.offsets[-1]
+            param.grad = self.flat[start : start + param.numel()].view_as(param)
+            self.offsets.append(start + param.numel())
         self.on_host = device.type == "cpu"
         if self.on_host:
             self.host_flat = self.flat

@@ -7,6 +7,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from adacomp_mpi.common.errors import StopTraining
 from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.dist.agree import sum_across
@@ -34,6 +36,7 @@ class Loop:
 
     def __post_init__(self) -> None:
         self.kinds = sorted({spec.kind for spec in self.trainer.codec_state.specs})
+        self.finished = False  # --max-steps or --time-limit ended training early
 
     def _record_step(
         self, local: LocalStep, traffic: StepTraffic, step_seconds: float
@@ -48,7 +51,7 @@ class Loop:
             sizes=traffic.sizes,
             lr=trainer.optimizer.param_groups[0]["lr"],
             step_seconds=step_seconds,
-            wall_seconds=time.perf_counter() - self.started,
+            wall_seconds=self.elapsed(),
         )
         self.metrics.write(record)
         self.progress.update(
@@ -88,9 +91,10 @@ class Loop:
             exit_code=EXIT_INTERRUPTED if summed.interrupted else EXIT_PREEMPTED,
         )
 
-    def run_epoch(self, epoch: int) -> float:
-        """Train the rest of ``epoch``; returns its mean training loss (this session)."""
-        trainer, config, ledger = self.trainer, self.trainer.config, self.trainer.ledger
+    def step_plan(self, epoch: int) -> list[list[np.ndarray]]:
+        """This rank's optimizer steps of ``epoch``: groups of --accumulate
+        micro-batches (the same count on every rank)."""
+        trainer, config = self.trainer, self.trainer.config
         shard = epoch_shard(
             len(trainer.dataset.x_train),
             rank=trainer.comm.rank,
@@ -99,12 +103,40 @@ class Loop:
             epoch=epoch,
         )
         plan = batches(shard, config.batch_size)
-        self.progress.start_epoch(epoch, total=len(plan), done=ledger.position.batch)
+        return [plan[i : i + config.accumulate] for i in range(0, len(plan), config.accumulate)]
+
+    def _finished(self, summed: GlobalStep) -> bool:
+        """--max-steps reached, or --time-limit passed on rank 0 (checkpointed)."""
+        config, ledger = self.trainer.config, self.trainer.ledger
+        if summed.out_of_time:
+            get_logger().info(
+                "time limit of %.0f s reached at step %d", config.time_limit, ledger.step
+            )
+            save_checkpoint(self.trainer)
+            return True
+        return 0 < config.max_steps <= ledger.step
+
+    def _out_of_time(self) -> bool:
+        limit = self.trainer.config.time_limit
+        return self.trainer.comm.rank == 0 and limit > 0 and self.elapsed() >= limit
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def run_epoch(self, epoch: int) -> float:
+        """Train the rest of ``epoch`` (or until finished); its mean training loss."""
+        trainer, ledger = self.trainer, self.trainer.ledger
+        steps = self.step_plan(epoch)
+        accumulate = trainer.config.accumulate
+        done = ledger.position.batch // accumulate
+        self.progress.start_epoch(epoch, total=len(steps), done=done)
         loss_sum = count = 0.0
-        for index in range(ledger.position.batch, len(plan)):
+        for index in range(done, len(steps)):
             step_started = time.perf_counter()
-            local, traffic = trainer.train_step(plan[index])
-            ledger.position = Position(ledger.step + 1, epoch, index + 1)
+            local, traffic = trainer.train_step(steps[index])
+            local.out_of_time = self._out_of_time()
+            consumed = min((index + 1) * accumulate, sum(len(s) for s in steps))
+            ledger.position = Position(ledger.step + 1, epoch, consumed)
             summed = self._record_step(local, traffic, time.perf_counter() - step_started)
             loss_sum, count = loss_sum + local.loss_sum, count + local.count
             if not traffic.applied:
@@ -113,10 +145,36 @@ class Loop:
                 self._stop(summed)
             if self.checkpoint_due("steps"):
                 save_checkpoint(trainer)
+            if self._eval_due():
+                self._write_eval(epoch)
+            if self._finished(summed):
+                self.finished = True
+                break
         self.progress.end_epoch()
-        ledger.position = Position(ledger.step, epoch + 1, 0)
+        if not self.finished:
+            ledger.position = Position(ledger.step, epoch + 1, 0)
         total_loss, total_count = sum_across(trainer.comm, [loss_sum, count])
         return total_loss / total_count if total_count else math.nan
+
+    def _eval_due(self) -> bool:
+        every = self.trainer.config.eval_every
+        return every > 0 and self.trainer.step % every == 0
+
+    def _write_eval(self, epoch: int) -> None:
+        """An evaluation between epochs (--eval-every): one 'eval' record."""
+        trainer = self.trainer
+        test_loss, test_accuracy = trainer.evaluate()
+        record = {
+            "type": "eval",
+            "epoch": epoch,
+            "step": trainer.step,
+            "test_loss": test_loss,
+            "test_accuracy": test_accuracy,
+            "wall_seconds": self.elapsed(),
+        }
+        if trainer.dataset.task == "language_model":
+            record["test_perplexity"] = perplexity(test_loss)
+        self.metrics.write(record)
 
     def _end_epoch(self, epoch: int, train_loss: float) -> dict[str, float]:
         trainer = self.trainer
@@ -125,7 +183,7 @@ class Loop:
         record = {"type": "epoch", "epoch": epoch, "step": trainer.step, **result}
         if trainer.dataset.task == "language_model":
             record["test_perplexity"] = perplexity(test_loss)
-        record["wall_seconds"] = time.perf_counter() - self.started
+        record["wall_seconds"] = self.elapsed()
         self.metrics.write(record)
         get_logger().info(
             "epoch %d/%d  train loss %.4f  test loss %.4f  test acc %.4f",
@@ -144,6 +202,8 @@ class Loop:
         trainer = self.trainer
         result = {"train_loss": math.nan, "test_loss": math.nan, "test_accuracy": math.nan}
         for epoch in range(trainer.ledger.position.epoch, trainer.config.epochs):
+            if self.finished or 0 < trainer.config.max_steps <= trainer.step:
+                break
             result = self._end_epoch(epoch, self.run_epoch(epoch))
         if math.isnan(result["test_loss"]):  # resumed after the last epoch
             result["test_loss"], result["test_accuracy"] = trainer.evaluate()

@@ -31,6 +31,7 @@ class LocalStep:
     counts: StepCounts
     stop_requested: bool = False
     interrupted: bool = False
+    out_of_time: bool = False  # rank 0's clock passed --time-limit
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,23 @@ class GlobalStep:
     by_kind: dict[str, dict[str, float]]
     stop_requested: bool
     interrupted: bool
+    out_of_time: bool
 
 
 def reduce_step(comm: Communicator, local: LocalStep, kinds: list[str]) -> GlobalStep:
     """Collective: sum this step's measurements over every rank."""
     empty = KindCounters()
-    values = [local.loss_sum, local.count, float(local.stop_requested), float(local.interrupted)]
+    flags = (local.stop_requested, local.interrupted, local.out_of_time)
+    values = [local.loss_sum, local.count, *map(float, flags)]
     values += [local.seconds.get(phase, 0.0) for phase in TIME_PHASES]
     for kind in kinds:
         counters = local.counts.get(kind, empty)
         values += [float(getattr(counters, f)) for f in KIND_FIELDS]
     summed = np.asarray(values, np.float64)
     comm.allreduce_sum(summed)
-    loss_sum, count, stop, interrupted = summed[:4]
-    phases = summed[4 : 4 + len(TIME_PHASES)] / comm.size
-    per_kind = summed[4 + len(TIME_PHASES) :].reshape(len(kinds), len(KIND_FIELDS))
+    loss_sum, count, stop, interrupted, out_of_time = summed[:5]
+    phases = summed[5 : 5 + len(TIME_PHASES)] / comm.size
+    per_kind = summed[5 + len(TIME_PHASES) :].reshape(len(kinds), len(KIND_FIELDS))
     return GlobalStep(
         loss=loss_sum / max(count, 1),
         samples=int(count),
@@ -68,6 +71,7 @@ def reduce_step(comm: Communicator, local: LocalStep, kinds: list[str]) -> Globa
         },
         stop_requested=stop > 0,
         interrupted=interrupted > 0,
+        out_of_time=out_of_time > 0,
     )
 
 

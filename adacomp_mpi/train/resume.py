@@ -30,6 +30,7 @@ def save_checkpoint(trainer: Trainer) -> None:
             "optimizer": trainer.optimizer.state_dict(),
             "ledger": trainer.ledger.state_dict(),
             "config": trainer.config.to_dict(),
+            "model_sha256": trainer.model_sha256,
         },
         rank_state={"codec": codec, "torch_rng": torch.get_rng_state()},
         keep=trainer.config.keep_checkpoints,
@@ -40,10 +41,20 @@ def save_checkpoint(trainer: Trainer) -> None:
 def check_trajectory(saved: dict[str, Any], config: TrainConfig) -> None:
     """CheckpointError if resuming under ``config`` would change the run."""
     current = config.to_dict()
-    changed = [k for k in TRAJECTORY_OPTIONS if saved.get(k) != current[k]]
+    # A schedule spans the whole run: then its length is part of the trajectory too.
+    scheduled = ("epochs", "max_steps") if config.lr_schedule != "constant" else ()
+    changed = [k for k in (*TRAJECTORY_OPTIONS, *scheduled) if saved.get(k) != current[k]]
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise checkpoint.CheckpointError(f"resume would change the training run ({details})")
+
+
+def _check_model_file(saved: str | None, trainer: Trainer) -> None:
+    if saved != trainer.model_sha256:
+        raise checkpoint.CheckpointError(
+            f"resume would change the training run (model file {trainer.config.model}: "
+            f"sha256 {str(saved)[:12]}... -> {str(trainer.model_sha256)[:12]}...)"
+        )
 
 
 def restore(trainer: Trainer, common: dict[str, Any], rank_state: dict[str, Any]) -> None:
@@ -51,6 +62,7 @@ def restore(trainer: Trainer, common: dict[str, Any], rank_state: dict[str, Any]
     or whose content does not fit this model (CheckpointError, exit 2)."""
     try:
         check_trajectory(common["config"], trainer.config)
+        _check_model_file(common.get("model_sha256"), trainer)
         trainer.model.load_state_dict(common["model"])
         trainer.optimizer.load_state_dict(common["optimizer"])
         trainer.ledger.load_state_dict(common["ledger"])

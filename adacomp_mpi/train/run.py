@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .gradients import parameter_digest
 from .loop import Loop
 from .metrics import MetricsWriter
+from .model_file import MODEL_FILE, save_model
 from .progress import make_progress
 from .resume import maybe_resume
 from .runinfo import run_config
@@ -79,7 +80,10 @@ def _train(
     trainer.heartbeat = watchdog
     maybe_resume(trainer)
     if comm.rank == 0:
-        atomic_write_json(config.output_dir / CONFIG_FILE, run_config(config, world_size=comm.size))
+        atomic_write_json(
+            config.output_dir / CONFIG_FILE,
+            run_config(config, world_size=comm.size, model_sha256=trainer.model_sha256),
+        )
     get_logger().info(
         "model %s on %s: %d train / %d test samples, %d parameters, compression %s",
         config.model,
@@ -103,6 +107,8 @@ def _train(
         result = loop.run()
     finally:
         metrics.close()
+        if trainer.overlap is not None:
+            trainer.overlap.close()
     summary = build_summary(
         config,
         trainer.ledger,
@@ -116,6 +122,8 @@ def _train(
     failure = _failure(summary, trainer.model, config)
     summary["result"] = "trained" if failure is None else f"failed: {failure}"
     if comm.rank == 0:
+        save_model(config.output_dir / MODEL_FILE, trainer.model, config)
+        summary["model_file"] = str(config.output_dir / MODEL_FILE)
         atomic_write_json(config.summary_path, summary)
     if failure is not None:
         raise StopTraining(f"the run did not train: {failure}", exit_code=EXIT_NONFINITE)

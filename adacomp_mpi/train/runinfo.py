@@ -47,11 +47,14 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def run_config(config: TrainConfig, *, world_size: int) -> dict[str, Any]:
+def run_config(
+    config: TrainConfig, *, world_size: int, model_sha256: str | None = None
+) -> dict[str, Any]:
     """The content of RUN_DIR/config.json; its "options" feed ``--config``."""
     return {
         "options": config.to_dict(),
         "world_size": world_size,
+        "model_sha256": model_sha256,
         "versions": library_versions(),
         "git_commit": git_commit(),
     }

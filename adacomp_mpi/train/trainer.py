@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from adacomp_mpi.codec.api import Encoded
 from adacomp_mpi.codec.state import CodecState
 from adacomp_mpi.datasets import ArrayDataset
 from adacomp_mpi.dist.agree import sum_across
+from adacomp_mpi.dist.buffer import GradientBuffer
 from adacomp_mpi.dist.communicator import Communicator
 from adacomp_mpi.dist.exchange import Exchange, StepTraffic
 from adacomp_mpi.dist.watchdog import Heartbeat, NoHeartbeat
@@ -27,10 +31,26 @@ from .config import TrainConfig
 from .gradients import GradientBridge
 from .ledger import Ledger
 from .metrics import LocalStep
+from .overlap import OverlappedEncoder
+from .schedule import Schedule
 from .sharding import batches, eval_shard
 from .tasks import TASKS
 
 EVAL_BATCH = 512
+
+
+@dataclass
+class BatchTotals:
+    """Loss and sample count summed over a step's micro-batches."""
+
+    loss_sum: float = 0.0
+    count: int = 0
+    finite: bool = True
+
+    def add(self, mean_loss: float, count: int) -> None:
+        self.loss_sum += mean_loss * count
+        self.count += count
+        self.finite = self.finite and math.isfinite(mean_loss)
 
 
 @dataclass
@@ -47,7 +67,10 @@ class Trainer:
     bridge: GradientBridge
     device: torch.device
     ledger: Ledger
+    model_sha256: str | None = None  # a user model's source file, to notice a change on resume
     heartbeat: Heartbeat = field(default_factory=NoHeartbeat)
+    overlap: OverlappedEncoder | None = None  # encodes during backward when set
+    schedule: Schedule = field(default_factory=Schedule)
 
     @property
     def step(self) -> int:
@@ -59,40 +82,88 @@ class Trainer:
             torch.from_numpy(y[rows]).to(self.device),
         )
 
-    def train_step(self, rows: np.ndarray) -> tuple[LocalStep, StepTraffic]:
-        """Forward, backward, exchange, optimizer step (skipped if any rank voided)."""
-        started = time.perf_counter()
-        self.heartbeat.beat("forward_backward", self.step)
-        inputs, targets = self._tensors(self.dataset.x_train, self.dataset.y_train, rows)
+    def _backward(self, micro_batches: Sequence[np.ndarray], dense: bool) -> BatchTotals:
+        """Forward and backward of every micro-batch, gradients summed in the
+        flat buffer; the overlapped encoder starts with the last backward."""
         self.model.train()
         self.bridge.zero()
-        score = TASKS[self.dataset.task](self.model(inputs), targets)
-        score.loss.backward()
-        grads = self.bridge.to_host()
-        loss = float(score.loss.detach())
-        finite = math.isfinite(loss) and grads.is_finite()
+        totals = BatchTotals()
+        rows_total = sum(len(rows) for rows in micro_batches)
+        for index, rows in enumerate(micro_batches):
+            inputs, targets = self._tensors(self.dataset.x_train, self.dataset.y_train, rows)
+            with self.autocast():
+                score = TASKS[self.dataset.task](self.model(inputs), targets)
+            if self.overlap is not None and index == len(micro_batches) - 1:
+                self.overlap.begin(dense=dense)
+            # Weighted so the sum over micro-batches is the mean over all their rows.
+            (score.loss * (len(rows) / rows_total)).backward()
+            totals.add(float(score.loss.detach()), score.count)
+        return totals
+
+    def train_step(
+        self, micro_batches: np.ndarray | Sequence[np.ndarray]
+    ) -> tuple[LocalStep, StepTraffic]:
+        """Forward/backward of each micro-batch (or of one batch of rows), one
+        exchange, one optimizer step (skipped if any rank voided)."""
+        if isinstance(micro_batches, np.ndarray):
+            micro_batches = [micro_batches]
+        started = time.perf_counter()
+        self.heartbeat.beat("forward_backward", self.step)
+        dense = self.step < self.config.dense_warmup_steps
+        totals = self._backward(micro_batches, dense)
         backward_done = time.perf_counter()
+        if self.overlap is None:
+            grads = self.bridge.to_host()
+            finite = totals.finite and grads.is_finite()
+            encoded, waited = None, None
+        else:
+            grads, finite, encoded = self._finish_overlapped(totals.finite)
+            waited = time.perf_counter() - backward_done  # the encode time backward did not hide
         self.heartbeat.beat(self.exchange.collective, self.step)
-        traffic = self.exchange.average(
-            grads, dense=self.step < self.config.warmup_steps, finite=finite
-        )
+        traffic = self.exchange.average(grads, dense=dense, finite=finite, encoded=encoded)
         exchanged = time.perf_counter()
         self.heartbeat.beat("optimizer", self.step)
         if traffic.applied:
-            self.bridge.from_host()
-            self.optimizer.step()
+            self._optimizer_step()
         seconds = {
             "forward_backward": backward_done - started,
             **traffic.seconds,
             "optimizer": time.perf_counter() - exchanged,
         }
+        if waited is not None:
+            seconds["encode"] = waited
         local = LocalStep(
-            loss_sum=loss * score.count if finite else 0.0,
-            count=score.count,
+            loss_sum=totals.loss_sum if finite else 0.0,
+            count=totals.count,
             seconds=seconds,
             counts=traffic.counts,
         )
         return local, traffic
+
+    def _optimizer_step(self) -> None:
+        """The averaged gradient into .grad, clipped if asked, at this step's rate."""
+        self.bridge.from_host()
+        if self.config.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.bridge.params, self.config.clip_grad_norm)
+        rate = self.config.lr * self.schedule.factor(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+        self.optimizer.step()
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast of the forward pass when asked, else nothing."""
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _finish_overlapped(self, loss_finite: bool) -> tuple[GradientBuffer, bool, Encoded | None]:
+        """The gradients, whether they are finite, and the payload the worker
+        encoded during backward (None for a void step: no residue changed)."""
+        if not loss_finite:
+            self.overlap.cancel()
+            return self.bridge.buffer, False, None
+        encoded = self.overlap.finish()
+        return self.bridge.buffer, encoded is not None, encoded
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -103,7 +174,8 @@ class Trainer:
         for batch in batches(rows, EVAL_BATCH):
             self.heartbeat.beat("evaluation", self.step)
             inputs, targets = self._tensors(self.dataset.x_test, self.dataset.y_test, batch)
-            score = TASKS[self.dataset.task](self.model(inputs), targets)
+            with self.autocast():
+                score = TASKS[self.dataset.task](self.model(inputs), targets)
             loss_sum += float(score.loss) * score.count
             correct += score.correct
             count += score.count

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypeVar
 
 import click
+
+T = TypeVar("T")
 
 EVERY = re.compile(r"^(\d+)\s*(steps?|epochs?|ep|e)?$")
 # A layer kind (conv, fc, ...) or a parameter name as torch spells it (0.weight,
@@ -46,11 +49,7 @@ def bin_size_table(
 ) -> dict[str, int]:
     """Callback: the (key, L_T) pairs as a table; a key given two different L_T is
     refused, since keeping either one would silently drop the other."""
-    table: dict[str, int] = {}
-    for key, size in pairs:
-        if table.setdefault(key, size) != size:
-            raise click.BadParameter(f"{key!r} is given twice ({table[key]} and {size})")
-    return table
+    return _one_value_per_key(pairs)
 
 
 class KeyValueType(click.ParamType):
@@ -71,10 +70,16 @@ def key_value_table(
     ctx: click.Context, param: click.Parameter, pairs: Iterable[tuple[str, str]]
 ) -> dict[str, str]:
     """Callback: KEY=VALUE pairs as a table; a key given twice differently is refused."""
-    table: dict[str, str] = {}
-    for key, text in pairs:
-        if table.setdefault(key, text) != text:
-            raise click.BadParameter(f"{key!r} is given twice ({table[key]} and {text})")
+    return _one_value_per_key(pairs)
+
+
+def _one_value_per_key(pairs: Iterable[tuple[str, T]]) -> dict[str, T]:
+    """The pairs as a table; a key given twice with two values is refused, since
+    keeping either one would silently drop the other."""
+    table: dict[str, T] = {}
+    for key, value in pairs:
+        if table.setdefault(key, value) != value:
+            raise click.BadParameter(f"{key!r} is given twice ({table[key]} and {value})")
     return table
 
 

@@ -42,14 +42,19 @@ def choose_device(launch: Launch, rank: int) -> torch.device:
     return device
 
 
-def set_compute_threads(launch: Launch, rank: int) -> int:
-    """Share the host's cores among the ranks on it (as torchrun does), unless
-    OMP_NUM_THREADS says otherwise: N ranks each running torch with every
-    core's worth of threads oversubscribe the host and slow every step."""
+def cores_per_rank(launch: Launch, rank: int) -> int:
+    """This host's cores (those this process may run on) shared among its ranks."""
+    ranks_here = launch.ranks_per_host()[launch.hostnames[rank]]
+    return max(1, len(os.sched_getaffinity(0)) // ranks_here)
+
+
+def set_compute_threads(launch: Launch, rank: int, *, reserve: int = 0) -> int:
+    """Share the host's cores among the ranks on it (as torchrun does), less
+    ``reserve`` for the encoder thread, unless OMP_NUM_THREADS says otherwise:
+    N ranks each running torch with every core's worth of threads oversubscribe
+    the host and slow every step."""
     if "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0))
-        ranks_here = launch.ranks_per_host()[launch.hostnames[rank]]
-        torch.set_num_threads(max(1, cores // ranks_here))
+        torch.set_num_threads(max(1, cores_per_rank(launch, rank) - reserve))
     threads = torch.get_num_threads()
     get_logger().info("torch threads per rank: %d", threads)
     return threads
@@ -83,8 +88,13 @@ def check_bin_size_keys(bin_sizes: dict[str, int], specs: list[TensorSpec]) -> N
         )
 
 
-def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device) -> Trainer:
-    """Collective: load data, build and synchronise the model, wire the exchange."""
+def build_trainer(
+    config: TrainConfig, comm: Communicator, device: torch.device, *, spare_core: bool = True
+) -> Trainer:
+    """Collective: load data, build and synchronise the model, wire the exchange.
+
+    The overlapped encoder runs only with ``spare_core``: a worker thread that
+    has no core of its own slows backward by more than it hides."""
     _check_config(config)
     dataset = agree(comm, lambda: load_dataset(config.dataset, path=config.data_path))
     inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
@@ -106,7 +116,9 @@ def build_trainer(config: TrainConfig, comm: Communicator, device: torch.device)
     codec_config = agree(comm, lambda: CodecConfig(config.scale_rule, config.index_coding))
     state = make_state(specs, codec_config)
     bridge = GradientBridge(params, specs)
-    overlap = config.overlap and config.compression == "adacomp"
+    overlap = config.overlap and config.compression == "adacomp" and spare_core
+    if config.overlap and config.compression == "adacomp" and not spare_core:
+        get_logger().info("overlap off: no core to spare for the encoder thread on this host")
     steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
     return Trainer(
         config=config,

@@ -17,7 +17,7 @@ from adacomp_mpi.dist.launch import describe_launch
 from adacomp_mpi.dist.watchdog import GRACE_SECONDS, Watchdog
 from adacomp_mpi.report.schema import CONFIG_FILE, METRICS_FILE
 
-from .build import build_trainer, choose_device, set_compute_threads
+from .build import build_trainer, choose_device, cores_per_rank, set_compute_threads
 from .config import TrainConfig
 from .gradients import parameter_digest
 from .loop import Loop
@@ -75,8 +75,12 @@ def _train(
     started = time.perf_counter()
     agree(comm, lambda: _check_outputs(config, comm.rank))
     launch = describe_launch(comm)
-    set_compute_threads(launch, comm.rank)
-    trainer = build_trainer(config, comm, choose_device(launch, comm.rank))
+    device = choose_device(launch, comm.rank)
+    # The encoder thread gets a core of its own on the CPU, or none at all.
+    encoder_core = config.overlap and cores_per_rank(launch, comm.rank) >= 2
+    on_cpu = device.type == "cpu"
+    set_compute_threads(launch, comm.rank, reserve=int(encoder_core and on_cpu))
+    trainer = build_trainer(config, comm, device, spare_core=encoder_core or not on_cpu)
     trainer.heartbeat = watchdog
     maybe_resume(trainer)
     if comm.rank == 0:

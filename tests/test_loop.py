@@ -90,8 +90,13 @@ def test_a_void_step_is_skipped_and_leaves_the_parameters_alone(
     assert all(np.isfinite(r).all() for r in trainer.codec_state.residues)
 
 
-def test_overlapped_encoding_changes_nothing(tmp_path: Path) -> None:
-    """The same run with and without encoding during backward: same bytes, same model."""
+def test_overlapped_encoding_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same run with and without encoding during backward: same bytes, same
+    model (at the same torch thread count: overlap otherwise reserves a core)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
     runs = [
         train(_config(tmp_path / str(overlap), overlap=overlap), LocalCommunicator())
         for overlap in (True, False)

@@ -24,7 +24,7 @@ from .sources import CONFIG_FILE_META
 
 # A recorded run's config.json names where that run wrote; replaying those
 # would overwrite it, so a rerun takes its output places from elsewhere.
-NOT_REPLAYED = ("output_dir", "summary", "resume")
+NOT_REPLAYED = ("output_dir", "summary", "resume", "overwrite")
 CONFIG_OPTION = "config"
 
 

@@ -21,6 +21,7 @@ from .common import fail
 from .configfile import apply_config
 from .controls import resolve_deprecated, training_controls
 from .options import BinSizeType, EveryType, KeyValueType, bin_size_table, key_value_table
+from .outputs import output_options
 from .sources import CheckedCommand
 
 DEFAULTS = TrainConfig()
@@ -149,7 +150,11 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option(
-    "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.output_dir
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where rank 0 writes  [default: a fresh runs/YYYYmmdd-HHMMSS; runs/latest links "
+    "to the newest]",
 )
 @click.option(
     "--summary",
@@ -167,7 +172,8 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option(
     "--resume",
     default=None,
-    help="Checkpoint directory to resume from, or 'auto' for the newest in OUTPUT_DIR.",
+    help="Checkpoint directory to resume from, or 'auto' for the newest in OUTPUT_DIR "
+    "(without --output-dir: in the run runs/latest links to).",
 )
 @click.option(
     "--on-nonfinite",
@@ -197,6 +203,7 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option("--quiet", is_flag=True, help="Only errors.")
 @click.option("--log-all-ranks", is_flag=True, help="Every rank logs, not just rank 0.")
 @training_controls
+@output_options
 def train(**options: object) -> None:
     """Train a model with every rank's gradients AdaComp-compressed.
 

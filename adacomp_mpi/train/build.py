@@ -13,7 +13,8 @@ from adacomp_mpi.codec.specs import LAYER_KINDS, CompressionPolicy, TensorSpec
 from adacomp_mpi.codec.state import CodecConfig, make_state
 from adacomp_mpi.common.errors import UsageError
 from adacomp_mpi.common.log import get_logger
-from adacomp_mpi.datasets import load_dataset
+from adacomp_mpi.datasets import ArrayDataset, load_dataset
+from adacomp_mpi.datasets.standardize import standardize
 from adacomp_mpi.dist.agree import agree
 from adacomp_mpi.dist.communicator import Communicator
 from adacomp_mpi.dist.exchange import make_exchange
@@ -88,6 +89,12 @@ def check_bin_size_keys(bin_sizes: dict[str, int], specs: list[TensorSpec]) -> N
         )
 
 
+def _load(config: TrainConfig) -> ArrayDataset:
+    """The dataset, standardized with its training split's statistics if asked."""
+    dataset = load_dataset(config.dataset, path=config.data_path)
+    return standardize(dataset) if config.standardize else dataset
+
+
 def build_trainer(
     config: TrainConfig, comm: Communicator, device: torch.device, *, spare_core: bool = True
 ) -> Trainer:
@@ -96,7 +103,7 @@ def build_trainer(
     The overlapped encoder runs only with ``spare_core``: a worker thread that
     has no core of its own slows backward by more than it hides."""
     _check_config(config)
-    dataset = agree(comm, lambda: load_dataset(config.dataset, path=config.data_path))
+    dataset = agree(comm, lambda: _load(config))
     inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
     torch.manual_seed(config.seed)
     model, model_sha256 = agree(

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+RUNS_DIR = Path("runs")  # where a run without --output-dir gets a fresh directory
+LATEST_LINK = "latest"  # RUNS_DIR/latest -> the newest of them
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -40,7 +43,10 @@ class TrainConfig:
     eval_every: int = 0  # also evaluate every N optimizer steps; 0: once per epoch
     init_from: str | None = None  # start from these weights (a checkpoint or a model.pt)
     seed: int = 0
-    output_dir: Path = Path("runs/latest")
+    output_dir: Path | None = None  # None: a fresh RUNS_DIR/<YYYYmmdd-HHMMSS> (train/run.py)
+    overwrite: bool = False  # clear a finished run's files in output_dir before starting
+    tensorboard: bool = False  # also write TensorBoard scalars to OUTPUT_DIR/tensorboard
+    standardize: bool = False  # npz: per-feature mean/std of the training split
     summary: Path | None = None
     quiet: bool = False
     log_all_ranks: bool = False
@@ -53,12 +59,17 @@ class TrainConfig:
     stall_timeout: float = 300.0  # seconds without progress before the job aborts; 0: off
 
     @property
+    def run_dir(self) -> Path:
+        """output_dir; before a fresh one is picked, the link to the newest run."""
+        return self.output_dir if self.output_dir is not None else RUNS_DIR / LATEST_LINK
+
+    @property
     def checkpoint_dir(self) -> Path:
-        return self.output_dir / "checkpoints"
+        return self.run_dir / "checkpoints"
 
     @property
     def summary_path(self) -> Path:
-        return self.summary if self.summary is not None else self.output_dir / "summary.json"
+        return self.summary if self.summary is not None else self.run_dir / "summary.json"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,20 +28,31 @@ FORMAT = "adacomp-mpi model"
 VERSION = 1
 
 
-def save_model(path: Path, model: nn.Module, config: TrainConfig) -> None:
-    """Write the weights and what built them (rank 0), atomically."""
+def save_model(
+    path: Path,
+    model: nn.Module,
+    config: TrainConfig,
+    *,
+    standardization: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Write the weights and what built them (rank 0), atomically.
+
+    With ``standardization`` (--standardize), ``feature_mean`` and
+    ``feature_std`` tensors: a model input is ``(x - feature_mean) / feature_std``."""
+    content: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": config.model,
+        "model_options": dict(config.model_options),
+        "dataset": config.dataset,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if standardization is not None:
+        mean, std = standardization
+        content["feature_mean"] = torch.from_numpy(np.array(mean, np.float32))
+        content["feature_std"] = torch.from_numpy(np.array(std, np.float32))
     buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": config.model,
-            "model_options": dict(config.model_options),
-            "dataset": config.dataset,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        },
-        buffer,
-    )
+    torch.save(content, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -9,7 +9,7 @@ from adacomp_mpi.dist.communicator import LocalCommunicator
 from adacomp_mpi.train.build import build_trainer
 from adacomp_mpi.train.checkpoint import CheckpointError
 from adacomp_mpi.train.config import TrainConfig
-from adacomp_mpi.train.resume import restore
+from adacomp_mpi.train.resume import check_trajectory, restore
 from adacomp_mpi.train.trainer import Trainer
 
 
@@ -59,3 +59,13 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error(damage: str) -> None:
         del rank["codec"]["residues"]
     with pytest.raises(CheckpointError, match="does not fit this run"):
         restore(trainer, common, rank)
+
+
+def test_an_option_the_checkpoint_predates_counts_as_its_default() -> None:
+    trainer = _trainer(TrainConfig())
+    common, rank = _saved_state(trainer)
+    del common["config"]["standardize"]
+    restore(trainer, common, rank)  # the default then and now: fits
+    saved = {**common["config"], "dataset": "npz"}
+    with pytest.raises(CheckpointError, match=r"standardize: False -> True"):
+        check_trajectory(saved, TrainConfig(dataset="npz", standardize=True))

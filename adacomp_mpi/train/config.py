@@ -99,5 +99,6 @@ TRAJECTORY_OPTIONS = (
     "accumulate",
     "precision",
     "init_from",
+    "standardize",
     "seed",
 )

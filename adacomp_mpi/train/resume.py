@@ -43,9 +43,12 @@ def check_trajectory(saved: dict[str, Any], config: TrainConfig) -> None:
     current = config.to_dict()
     # A schedule spans the whole run: then its length is part of the trajectory too.
     scheduled = ("epochs", "max_steps") if config.lr_schedule != "constant" else ()
-    changed = [k for k in (*TRAJECTORY_OPTIONS, *scheduled) if saved.get(k) != current[k]]
+    # An option a checkpoint predates had its default then.
+    defaults = TrainConfig().to_dict()
+    before = {k: saved.get(k, defaults[k]) for k in (*TRAJECTORY_OPTIONS, *scheduled)}
+    changed = [k for k, value in before.items() if value != current[k]]
     if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        details = ", ".join(f"{k}: {before[k]!r} -> {current[k]!r}" for k in changed)
         raise checkpoint.CheckpointError(f"resume would change the training run ({details})")
 
 

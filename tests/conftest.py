@@ -7,7 +7,10 @@ followed by the times each scenario measured (``record_property``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+from fault_helpers import Job
 
 FAULT = "fault"
 
@@ -60,3 +63,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{FAULT}: fault-injection scenario (signals, kills, crashes, corrupt files)"
     )
     config.pluginmanager.register(FaultTally(), "fault-tally")
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[Job]]:
+    """Background jobs of one test; whatever is still running at the end is killed."""
+    started: list[Job] = []
+    yield started
+    for job in started:
+        job.kill_all()

@@ -160,6 +160,12 @@ def start_job(
 ) -> Job:
     """Launch ``mpiexec -n ranks args`` in the background; output to cwd/NAME.stdout|stderr."""
     command = [mpiexec(), "-n", str(ranks), *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return launch(command, cwd=cwd, name=name, env=full_env)
+
+
+def launch(command: list[str], *, cwd: Path, name: str, env: dict[str, str]) -> Job:
+    """Run ``command`` in the background in its own session; output to cwd/NAME.stdout|stderr."""
     stdout_path, stderr_path = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(
@@ -168,10 +174,20 @@ def start_job(
             stderr=err,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env=env,
             start_new_session=True,
         )
     return Job(command, process, stdout_path, stderr_path)
+
+
+def wait_for_steps(job: Job, out: Path, count: int, *, timeout: float) -> None:
+    """Wait until rank 0 has written ``count`` step records to metrics.jsonl."""
+    metrics = out / "metrics.jsonl"
+    job.wait_until(
+        lambda: len(step_records(metrics)) >= count,
+        timeout=timeout,
+        what=f"{count} steps in {metrics}",
+    )
 
 
 def wait_gone(pids: list[int], *, deadline: float) -> list[int]:

@@ -35,7 +35,7 @@ from cluster_helpers import (
     missing_tools,
     run,
 )
-from fault_helpers import Job
+from fault_helpers import Job, launch
 
 TWOHOST = SCRIPTS / "netns" / "twohost.sh"
 SHORT_TIMEOUT_S = 30  # ip/nft/tc commands
@@ -125,19 +125,7 @@ class TwoHosts:
 
     def start(self, args: list[str], *, cwd: Path, name: str = "job") -> Job:
         """Start mpiexec across both hosts in the background; output to cwd/NAME.stdout|stderr."""
-        command = self.mpiexec_command(args)
-        stdout_path, stderr_path = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            process = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                cwd=cwd,
-                env=self.env(),
-                start_new_session=True,
-            )
-        return Job(command, process, stdout_path, stderr_path)
+        return launch(self.mpiexec_command(args), cwd=cwd, name=name, env=self.env())
 
     def exec(self, ns: str, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``ip netns exec NS command...`` with a deadline."""

@@ -31,6 +31,7 @@ from fault_helpers import (
     step_records,
     wait_gone,
 )
+from fault_helpers import wait_for_steps as wait_for_step_records
 from mpi_util import PROGRAMS, run_mpi, train_command
 
 pytestmark = [pytest.mark.mpi, pytest.mark.fault]
@@ -61,13 +62,7 @@ def manifest_of(path: Path) -> dict[str, Any]:
 
 
 def wait_for_steps(job: Job, out: Path, count: int) -> None:
-    """Wait until rank 0 has written ``count`` step records to metrics.jsonl."""
-    metrics = out / "metrics.jsonl"
-    job.wait_until(
-        lambda: len(step_records(metrics)) >= count,
-        timeout=STARTUP,
-        what=f"{count} steps in {metrics}",
-    )
+    wait_for_step_records(job, out, count, timeout=STARTUP)
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple[str, int]]:
@@ -163,15 +158,6 @@ def test_resume_mid_epoch_is_bit_identical(
 
 
 # -- 2. preemption signals ---------------------------------------------------
-
-
-@pytest.fixture
-def jobs() -> Any:
-    """Background jobs of one test; whatever is still running at the end is killed."""
-    started: list[Job] = []
-    yield started
-    for job in started:
-        job.kill_all()
 
 
 @pytest.mark.timeout(420)

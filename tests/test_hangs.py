@@ -12,11 +12,15 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fault_helpers import Job, error_lines, start_job, step_records
+from fault_helpers import (
+    Job,
+    error_lines,
+    start_job,
+    wait_for_steps,
+)
 from mpi_util import run_mpi, train_command
 
 from adacomp_mpi.dist.watchdog import EXIT_STALLED, Watchdog
@@ -35,19 +39,7 @@ def _args(out: Path, *extra: str) -> list[str]:
 
 
 def _wait_for_steps(job: Job, out: Path, count: int) -> None:
-    job.wait_until(
-        lambda: len(step_records(out / "metrics.jsonl")) >= count,
-        timeout=STARTUP,
-        what=f"{count} steps",
-    )
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[Job]]:
-    started: list[Job] = []
-    yield started
-    for job in started:
-        job.kill_all()
+    wait_for_steps(job, out, count, timeout=STARTUP)
 
 
 def _stop_rank(job: Job, rank: int) -> int:
@@ -105,9 +97,7 @@ def test_a_rank_that_stops_answering_ends_the_job_and_resume_finishes(
 
 @pytest.mark.fault
 @pytest.mark.timeout(300)
-def test_sigterm_during_a_stall_ends_the_job_within_30_s(
-    tmp_path: Path, jobs: list[Job]
-) -> None:
+def test_sigterm_during_a_stall_ends_the_job_within_30_s(tmp_path: Path, jobs: list[Job]) -> None:
     out = tmp_path / "run"
     job = start_job(RANKS, _args(out, *LONG_RUN, "--stall-timeout", "0"), cwd=tmp_path)
     jobs.append(job)

@@ -90,6 +90,13 @@ CONTROLS = [
         help="Also evaluate every N optimizer steps ('eval' records); 0: per epoch only.",
     ),
     click.option(
+        "--val-fraction",
+        type=click.FloatRange(min=0, max=1, max_open=True),
+        default=DEFAULTS.val_fraction,
+        help="Hold out this share of the training data (a fixed split) and report "
+        "val_loss/val_accuracy with every evaluation; 0: none.",
+    ),
+    click.option(
         "--init-from",
         type=click.Path(exists=True, path_type=Path),
         default=None,

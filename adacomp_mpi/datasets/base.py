@@ -18,6 +18,7 @@ class ArrayDataset:
     ``task`` tells the trainer how to score predictions:
     ``"classify"``: x is (N, ...) float32 features, y is (N,) int64 labels;
     ``"language_model"``: x and y are (N, T) int64 token ids, y shifted by one.
+    ``x_val``/``y_val`` exist only when a validation split was carved off.
     """
 
     name: str
@@ -27,6 +28,8 @@ class ArrayDataset:
     y_test: np.ndarray
     num_classes: int
     task: str = "classify"
+    x_val: np.ndarray | None = None  # --val-fraction: carved from the training split
+    y_val: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

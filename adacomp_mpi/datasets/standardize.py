@@ -1,5 +1,5 @@
 """``--standardize``: per-feature mean and standard deviation of the training
-split, applied alike to train and test (a feature that never varies keeps
+split, applied alike to train, validation and test (a feature that never varies keeps
 std 1). Every rank loads the same arrays and computes the same statistics, so
 every replica sees the same inputs."""
 
@@ -41,6 +41,8 @@ def standardize(dataset: ArrayDataset) -> StandardizedDataset:
     fields = {name: getattr(dataset, name) for name in ArrayDataset.__dataclass_fields__}
     fields["x_train"] = ((dataset.x_train - mean) / std).astype(np.float32)
     fields["x_test"] = ((dataset.x_test - mean) / std).astype(np.float32)
+    if dataset.x_val is not None:
+        fields["x_val"] = ((dataset.x_val - mean) / std).astype(np.float32)
     return StandardizedDataset(**fields, feature_mean=mean, feature_std=std)
 
 

@@ -110,6 +110,15 @@ STEP_SCHEMA = RecordSchema(
     optional={},
 )
 
+# Language models add perplexity; with --val-fraction every evaluation also scores
+# the validation split.
+EVALUATION_OPTIONAL: Mapping[str, FieldCheck] = {
+    "test_perplexity": _number,
+    "val_loss": _number,
+    "val_accuracy": _fraction,
+    "val_perplexity": _number,
+}
+
 EPOCH_SCHEMA = RecordSchema(
     required={
         "type": lambda v: None if v == "epoch" else '"epoch"',
@@ -120,7 +129,7 @@ EPOCH_SCHEMA = RecordSchema(
         "test_accuracy": _fraction,
         "wall_seconds": _number,
     },
-    optional={"test_perplexity": _number},
+    optional=EVALUATION_OPTIONAL,
 )
 
 EVAL_SCHEMA = RecordSchema(
@@ -132,7 +141,7 @@ EVAL_SCHEMA = RecordSchema(
         "test_accuracy": _fraction,
         "wall_seconds": _number,
     },
-    optional={"test_perplexity": _number},
+    optional=EVALUATION_OPTIONAL,
 )
 
 RECORD_SCHEMAS: dict[str, RecordSchema] = {

@@ -15,6 +15,7 @@ from adacomp_mpi.common.errors import UsageError
 from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.datasets import ArrayDataset, load_dataset
 from adacomp_mpi.datasets.standardize import standardize
+from adacomp_mpi.datasets.validation import carve_validation
 from adacomp_mpi.dist.agree import agree
 from adacomp_mpi.dist.communicator import Communicator
 from adacomp_mpi.dist.exchange import make_exchange
@@ -90,8 +91,11 @@ def check_bin_size_keys(bin_sizes: dict[str, int], specs: list[TensorSpec]) -> N
 
 
 def _load(config: TrainConfig) -> ArrayDataset:
-    """The dataset, standardized with its training split's statistics if asked."""
+    """The dataset, less a validation split if asked, then standardized with
+    the (remaining) training split's statistics if asked."""
     dataset = load_dataset(config.dataset, path=config.data_path)
+    if config.val_fraction > 0:
+        dataset = carve_validation(dataset, config.val_fraction)
     return standardize(dataset) if config.standardize else dataset
 
 

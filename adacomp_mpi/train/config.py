@@ -41,6 +41,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps; 0: the epochs decide
     time_limit: float = 0.0  # stop (with a checkpoint) after this many seconds; 0: off
     eval_every: int = 0  # also evaluate every N optimizer steps; 0: once per epoch
+    val_fraction: float = 0.0  # carve this share of the training data as a validation split
     init_from: str | None = None  # start from these weights (a checkpoint or a model.pt)
     seed: int = 0
     output_dir: Path | None = None  # None: a fresh RUNS_DIR/<YYYYmmdd-HHMMSS> (train/run.py)
@@ -100,5 +101,6 @@ TRAJECTORY_OPTIONS = (
     "precision",
     "init_from",
     "standardize",
+    "val_fraction",
     "seed",
 )

@@ -166,14 +166,15 @@ class Trainer:
         return self.bridge.buffer, encoded is not None, encoded
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Collective: (mean test loss, test accuracy) over the whole test split."""
+    def evaluate(self, split: str = "test") -> tuple[float, float]:
+        """Collective: (mean loss, accuracy) over the whole ``split`` ("test" or "val")."""
         self.model.eval()
-        rows = eval_shard(len(self.dataset.x_test), rank=self.comm.rank, size=self.comm.size)
+        x, y = getattr(self.dataset, f"x_{split}"), getattr(self.dataset, f"y_{split}")
+        rows = eval_shard(len(x), rank=self.comm.rank, size=self.comm.size)
         loss_sum = correct = count = 0.0
         for batch in batches(rows, EVAL_BATCH):
             self.heartbeat.beat("evaluation", self.step)
-            inputs, targets = self._tensors(self.dataset.x_test, self.dataset.y_test, batch)
+            inputs, targets = self._tensors(x, y, batch)
             with self.autocast():
                 score = TASKS[self.dataset.task](self.model(inputs), targets)
             loss_sum += float(score.loss) * score.count

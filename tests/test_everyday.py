@@ -189,6 +189,15 @@ def test_default_output_is_a_fresh_dir_per_run_linked_from_latest(tmp_path: Path
     assert "resumed from" in resumed.stdout
     assert sorted(p.name for p in runs.iterdir()) == sorted([*made, "latest"])
     assert json.loads((runs / made[1] / "summary.json").read_text())["epochs"] == 2
+    # an explicit checkpoint continues the run it belongs to, not a fresh directory
+    checkpoint = sorted((runs / made[0] / "checkpoints").glob("step-*"))[-1]
+    explicit = run_mpi(
+        2, [*train_command(), "--epochs", "2", "--resume", str(checkpoint)], cwd=tmp_path
+    )
+    assert explicit.returncode == 0, explicit.stdout + explicit.stderr
+    assert f"continuing in {(runs / made[0]).resolve()}" in explicit.stdout
+    assert sorted(p.name for p in runs.iterdir()) == sorted([*made, "latest"])
+    assert json.loads((runs / made[0] / "summary.json").read_text())["epochs"] == 2
 
 
 def test_tensorboard_without_the_package_is_one_line(tmp_path: Path) -> None:

@@ -30,13 +30,15 @@ import torch
 from adacomp_mpi.common.errors import UsageError
 from adacomp_mpi.dist.communicator import Communicator
 
+from .config import CHECKPOINTS_DIR
+
 # 2: rank files hold only the residues and the RNG state (version 1 also held
 # codec counters and byte totals that nothing read).
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 COMMON = "common.pt"
 STEP_DIR = re.compile(r"^step-(\d{8})$")
-RUN_CHECKPOINTS = "checkpoints"  # OUTPUT_DIR/checkpoints, see TrainConfig.checkpoint_dir
+RUN_CHECKPOINTS = CHECKPOINTS_DIR
 AUTO = "auto"
 WHAT_TO_GIVE = (
     f"give a checkpoint directory (OUTPUT_DIR/{RUN_CHECKPOINTS}/step-NNNNNNNN) or {AUTO!r}"

@@ -8,6 +8,7 @@ from typing import Any
 
 RUNS_DIR = Path("runs")  # where a run without --output-dir gets a fresh directory
 LATEST_LINK = "latest"  # RUNS_DIR/latest -> the newest of them
+CHECKPOINTS_DIR = "checkpoints"  # OUTPUT_DIR/checkpoints/<step-N> holds a run's checkpoints
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class TrainConfig:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.run_dir / CHECKPOINTS_DIR
 
     @property
     def summary_path(self) -> Path:

@@ -29,7 +29,7 @@ from adacomp_mpi.dist.watchdog import GRACE_SECONDS, Watchdog
 from adacomp_mpi.report.schema import CONFIG_FILE, METRICS_FILE
 
 from .build import build_trainer, choose_device, cores_per_rank, set_compute_threads
-from .config import LATEST_LINK, RUNS_DIR, TrainConfig
+from .config import CHECKPOINTS_DIR, LATEST_LINK, RUNS_DIR, TrainConfig
 from .gradients import parameter_digest
 from .loop import Loop
 from .metrics import MetricsWriter
@@ -44,7 +44,7 @@ from .tensorboard import TENSORBOARD_DIR, TeeMetrics, tensorboard_sinks
 SUMMARY_FILE = "summary.json"
 # What --overwrite clears of an earlier run in OUTPUT_DIR (nothing else there).
 OLD_RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, MODEL_FILE)
-OLD_RUN_DIRS = ("checkpoints", TENSORBOARD_DIR)
+OLD_RUN_DIRS = (CHECKPOINTS_DIR, TENSORBOARD_DIR)
 RUN_NAME_FORMAT = "%Y%m%d-%H%M%S"
 HINT_STEPS = 5  # the first steps whose mean loss the first epoch's is compared with
 
@@ -85,7 +85,17 @@ def _pick_output_dir(config: TrainConfig) -> Path:
             latest,
         )
         return latest
+    if config.resume not in (None, "auto") and (owner := _run_of(Path(config.resume))):
+        get_logger().info("--resume without --output-dir: continuing in %s", owner)
+        return owner
     return _fresh_run_dir()
+
+
+def _run_of(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint was saved in (RUN/checkpoints/<step-N>),
+    so that resuming one continues its own run, as --resume auto does."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == CHECKPOINTS_DIR else None
 
 
 def _check_previous_run(output_dir: Path, config: TrainConfig) -> None:

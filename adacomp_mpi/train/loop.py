@@ -132,11 +132,12 @@ class Loop:
         done = ledger.position.batch // accumulate
         self.progress.start_epoch(epoch, total=len(steps), done=done)
         loss_sum = count = 0.0
+        micro_batches = sum(len(step) for step in steps)  # once: the loop below is per step
         for index in range(done, len(steps)):
             step_started = time.perf_counter()
             local, traffic = trainer.train_step(steps[index])
             local.out_of_time = self._out_of_time()
-            consumed = min((index + 1) * accumulate, sum(len(s) for s in steps))
+            consumed = min((index + 1) * accumulate, micro_batches)
             ledger.position = Position(ledger.step + 1, epoch, consumed)
             summed = self._record_step(local, traffic, time.perf_counter() - step_started)
             loss_sum, count = loss_sum + local.loss_sum, count + local.count

@@ -19,6 +19,7 @@ class Communicator(Protocol):
     def allgatherv(self, payload: np.ndarray) -> list[np.ndarray]: ...
     def allreduce_sum(self, array: np.ndarray) -> None: ...
     def broadcast(self, array: np.ndarray, *, root: int = 0) -> None: ...
+    def broadcast_bytes(self, payload: np.ndarray | None, *, root: int) -> np.ndarray: ...
     def allgather_object(self, value: Any) -> list[Any]: ...
     def broadcast_object(self, value: Any, *, root: int = 0) -> Any: ...
     def send_object(self, value: Any, *, dest: int) -> None: ...
@@ -40,6 +41,9 @@ class LocalCommunicator:
 
     def broadcast(self, array: np.ndarray, *, root: int = 0) -> None:
         return None
+
+    def broadcast_bytes(self, payload: np.ndarray | None, *, root: int) -> np.ndarray:
+        return np.ascontiguousarray(payload, dtype=np.uint8)
 
     def allgather_object(self, value: Any) -> list[Any]:
         return [value]
@@ -85,6 +89,19 @@ class MpiCommunicator:
 
     def broadcast(self, array: np.ndarray, *, root: int = 0) -> None:
         self._comm.Bcast(array, root=root)
+
+    def broadcast_bytes(self, payload: np.ndarray | None, *, root: int) -> np.ndarray:
+        """``root``'s byte string (``payload`` there, ignored elsewhere) on every
+        rank: its length first (one Bcast of an int64), then the bytes (one
+        Bcast), so the other ranks need not know the size in advance."""
+        length = np.zeros(1, np.int64)
+        if self.rank == root:
+            payload = np.ascontiguousarray(payload, dtype=np.uint8)
+            length[0] = payload.size
+        self._comm.Bcast(length, root=root)
+        received = payload if self.rank == root else np.empty(int(length[0]), np.uint8)
+        self._comm.Bcast(received, root=root)
+        return received
 
     def allgather_object(self, value: Any) -> list[Any]:
         return self._comm.allgather(value)

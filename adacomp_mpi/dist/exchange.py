@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
@@ -25,39 +23,13 @@ from adacomp_mpi.codec.api import (
     mean_into,
     restore_residues,
 )
-from adacomp_mpi.codec.counters import StepCounts
 from adacomp_mpi.codec.state import CodecState
 from adacomp_mpi.codec.wire import is_void
 
 from .buffer import GradientBuffer
 from .communicator import Communicator
-
-
-@dataclass(frozen=True)
-class StepTraffic:
-    """What one exchange did: payload sizes per rank, what this rank's payload
-    held per layer kind, timings, and whether to apply the result."""
-
-    sizes: tuple[int, ...]
-    applied: bool
-    counts: StepCounts = field(default_factory=dict)
-    voided_ranks: tuple[int, ...] = ()
-    seconds: dict[str, float] = field(default_factory=dict)  # encode, communicate, decode
-
-
-class Exchange(Protocol):
-    """Turns this rank's gradients into the global mean, in place."""
-
-    collective: str  # what a rank waits in during the exchange (for the watchdog)
-
-    def average(
-        self,
-        grads: GradientBuffer,
-        *,
-        dense: bool = False,
-        finite: bool = True,
-        encoded: Encoded | None = None,
-    ) -> StepTraffic: ...
+from .scalecom import ScaleComExchange
+from .traffic import Exchange, StepTraffic
 
 
 class AdaCompExchange:
@@ -139,6 +111,7 @@ class DenseExchange:
         return StepTraffic(
             sizes=(grads.flat.nbytes,) * self.comm.size,
             applied=grads.is_finite(),
+            received=grads.flat.nbytes,  # an Allreduce gives each rank one sum back
             seconds={
                 "encode": 0.0,
                 "communicate": communicated - started,
@@ -151,6 +124,7 @@ ExchangeFactory = Callable[..., Exchange]
 EXCHANGES: dict[str, ExchangeFactory] = {
     "adacomp": AdaCompExchange,
     "none": DenseExchange,
+    "scalecom": ScaleComExchange,
 }
 
 
@@ -159,4 +133,11 @@ def make_exchange(name: str, *, comm: Communicator, state: CodecState) -> Exchan
     return EXCHANGES[name](comm=comm, state=state)
 
 
-__all__ = ["EXCHANGES", "AdaCompExchange", "DenseExchange", "Exchange", "StepTraffic"]
+__all__ = [
+    "EXCHANGES",
+    "AdaCompExchange",
+    "DenseExchange",
+    "Exchange",
+    "ScaleComExchange",
+    "StepTraffic",
+]

@@ -9,7 +9,7 @@ from adacomp_mpi.dist.communicator import LocalCommunicator
 from adacomp_mpi.train.build import build_trainer
 from adacomp_mpi.train.checkpoint import CheckpointError
 from adacomp_mpi.train.config import TrainConfig
-from adacomp_mpi.train.resume import check_trajectory, restore
+from adacomp_mpi.train.resume import CODEC_ARRAYS, check_trajectory, restore
 from adacomp_mpi.train.trainer import Trainer
 
 
@@ -19,7 +19,9 @@ def _trainer(config: TrainConfig) -> Trainer:
 
 def _saved_state(trainer: Trainer) -> tuple[dict, dict]:
     codec = trainer.codec_state.state_dict()
-    codec["residues"] = {k: torch.from_numpy(v) for k, v in codec["residues"].items()}
+    for key in CODEC_ARRAYS:  # residues, and velocities with momentum correction
+        if key in codec:
+            codec[key] = {k: torch.from_numpy(v) for k, v in codec[key].items()}
     common = {
         "model": trainer.model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),

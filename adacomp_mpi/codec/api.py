@@ -51,8 +51,12 @@ def _not_finite(name: str, grad: np.ndarray) -> ValueError:
 
 
 def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool) -> Record:
-    """One tensor's record; a compressed tensor's new residue goes to its spare."""
+    """One tensor's record; a compressed tensor's new residue goes to its spare
+    (and, with momentum correction, every tensor's new velocity to its own)."""
     spec = state.specs[index]
+    velocities = state.velocities
+    if velocities is not None:  # the codec sends u = m * u + g in place of g
+        grad = velocities.advance(index, grad)
     if dense or not spec.compress:
         if not all_finite(grad):
             raise _not_finite(spec.name, grad)
@@ -68,6 +72,8 @@ def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool)
         )
     except NonFiniteError:
         raise _not_finite(spec.name, grad) from None
+    if velocities is not None:
+        velocities.mask(index, selection.indices)
     coded = encode_indices(
         selection.indices,
         selection.negative,
@@ -109,12 +115,20 @@ def encode_counted(
         _count(counts, spec, record)
         records.append(record)
     payload = pack_payload(records, state.specs)
-    if not dense:  # every tensor was finite: the new residues take over
+    commit(state, dense=dense)
+    return Encoded(payload, counts)
+
+
+def commit(state: CodecState, *, dense: bool) -> None:
+    """Every tensor of the step was finite: the new residues (not after a
+    dense step, which leaves them alone) and velocities take over."""
+    if not dense:
         residues = state.residues
         for index, spec in enumerate(state.specs):
             if spec.compress:
                 residues[index] = state.workspace.swap(index, residues[index])
-    return Encoded(payload, counts)
+    if state.velocities is not None:
+        state.velocities.commit()
 
 
 def encode(
@@ -176,11 +190,15 @@ def accumulate(
 
 def restore_residues(payload: np.ndarray, state: CodecState) -> None:
     """Undo a step this rank encoded but nobody applied: put what it sent back
-    into the residues (R = G - q becomes G again), so no gradient mass is lost."""
+    into the residues (R = G - q becomes G again), so no gradient mass is lost.
+    With momentum correction, a sparsely sent tensor's velocity is unmasked and
+    a dense one's goes back to before the step (``Velocities.undo``)."""
     decoded = _decoded(payload, state.specs)
     for (record, positions), residue in zip(decoded, state.residues, strict=True):
         if record.coded is not None:
             _add_sparse(record, positions, residue)
+    if state.velocities is not None:
+        state.velocities.undo()
 
 
 def _zeros(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:

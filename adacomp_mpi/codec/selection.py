@@ -103,6 +103,34 @@ class Workspace:
         return new
 
 
+def select_positions(
+    residue: np.ndarray,
+    grad: np.ndarray,
+    *,
+    bin_size: int,
+    workspace: Workspace,
+    out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write G = R + dW into ``out``; AdaComp's sent positions and their G.
+
+    The selection rule alone, without the sign code: the shared-index mode
+    (``shared_indices``) sends every rank's own values at these positions.
+    Both arrays may be views of the workspace's buffers. NonFiniteError when
+    G holds a NaN or an infinity (``residue`` is only read when ``out`` is
+    another buffer).
+    """
+    plan, found = workspace.plan(residue.size, bin_size), workspace.candidates
+    with np.errstate(over="ignore"):  # an overflow to inf is refused just below
+        scan(residue, grad, out, plan, workspace.buffers(plan.block), found)
+    if not np.isfinite(np.maximum.reduce(plan.gmax)):
+        raise NonFiniteError("the accumulated gradient R + dW is not finite")
+    indices, values = found.indices[: found.count], found.values[: found.count]
+    if not values.all():  # G == 0: nothing to send
+        nonzero = values != 0
+        indices, values = indices[nonzero], values[nonzero]
+    return indices, values
+
+
 def select_and_update(
     residue: np.ndarray,
     grad: np.ndarray,
@@ -121,15 +149,10 @@ def select_and_update(
     out = residue if out is None else out
     if residue.size == 0:
         return Selection(np.zeros(0, np.int64), np.zeros(0, np.bool_), np.float32(0))
-    plan, found = workspace.plan(residue.size, bin_size), workspace.candidates
-    with np.errstate(over="ignore"):  # an overflow to inf is refused just below
-        scan(residue, grad, out, plan, workspace.buffers(plan.block), found)
-    if not np.isfinite(np.maximum.reduce(plan.gmax)):
-        raise NonFiniteError("the accumulated gradient R + dW is not finite")
-    indices, values = found.indices[: found.count], found.values[: found.count]
-    if not values.all():  # G == 0: nothing to send
-        nonzero = values != 0
-        indices, values = indices[nonzero], values[nonzero]
+    indices, values = select_positions(
+        residue, grad, bin_size=bin_size, workspace=workspace, out=out
+    )
+    plan = workspace.plan(residue.size, bin_size)
     if indices.size == 0:
         return Selection(indices, np.zeros(0, np.bool_), np.float32(0))
     sent_bin_max = plan.gmax[indices // bin_size] if scale_rule == "mean_bin_max" else values

@@ -51,11 +51,15 @@ class CompressionPolicy:
     ``bin_sizes`` overrides the paper defaults by layer kind ("conv") or by
     exact parameter name ("0.weight"); names win over kinds. Tensors with fewer
     than ``dense_below`` elements (biases, norm scales) go dense: their
-    per-tensor header and index words would cost more than they save.
+    per-tensor header and index words would cost more than they save. Kind
+    "other" (biases and other 1-D tensors) goes dense at any size unless
+    ``compress_vectors``: an LSTM's 4 x hidden biases are large enough to pay
+    for their 20-byte record header many times over.
     """
 
     bin_sizes: Mapping[str, int] = field(default_factory=dict)
     dense_below: int = 256
+    compress_vectors: bool = False
 
     def spec_for(self, name: str, numel: int, kind: str) -> TensorSpec:
         bin_size = self.bin_sizes.get(name, self.bin_sizes.get(kind, DEFAULT_BIN_SIZES[kind]))
@@ -64,7 +68,7 @@ class CompressionPolicy:
             numel=numel,
             kind=kind,
             bin_size=bin_size,
-            compress=numel >= self.dense_below and kind != "other",
+            compress=numel >= self.dense_below and (kind != "other" or self.compress_vectors),
         )
 
 

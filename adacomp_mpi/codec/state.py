@@ -10,16 +10,35 @@ import numpy as np
 from .indexcoding import METHOD_NAMES
 from .selection import SCALE_RULES, Workspace
 from .specs import TensorSpec
+from .velocity import Velocities
+
+SHARED_VALUE_TYPES = ("fp16", "fp32")  # the keys of shared_indices.VALUE_TYPES
 
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """Switchable codec rules (see ``adacomp.SCALE_RULES`` and ``indexcoding``)."""
+    """Switchable codec rules (see ``adacomp.SCALE_RULES`` and ``indexcoding``).
+
+    ``momentum`` > 0 turns on momentum correction with masking (``velocity``):
+    each rank keeps a local velocity and the codec sends it in place of the
+    gradient; the optimizer must then apply plain SGD, without momentum.
+    """
 
     scale_rule: str = "mean_abs"
     index_coding: str = "auto"
+    momentum: float = 0.0
+    shared_beta: float = 1.0  # shared-index mode: residue low-pass filter (1: plain feedback)
+    shared_values: str = "fp32"  # shared-index mode: value type in the Allreduce
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.shared_beta <= 1.0:
+            raise ValueError(f"shared beta must be in (0, 1], got {self.shared_beta}")
+        if self.shared_values not in SHARED_VALUE_TYPES:
+            raise ValueError(
+                f"unknown value type {self.shared_values!r}; choose from {SHARED_VALUE_TYPES}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.scale_rule not in SCALE_RULES:
             raise ValueError(
                 f"unknown scale rule {self.scale_rule!r}; choose from {sorted(SCALE_RULES)}"
@@ -34,35 +53,61 @@ class CodecConfig:
 class CodecState:
     """Everything the encoder carries from step to step on one rank.
 
-    The residues are training state: dropping them loses gradient mass, so
-    checkpoints must store ``state_dict()``.
+    The residues (and, with momentum correction, the local velocities) are
+    training state: dropping them loses gradient mass, so checkpoints must
+    store ``state_dict()``.
     """
 
     specs: tuple[TensorSpec, ...]
     config: CodecConfig = field(default_factory=CodecConfig)
     residues: list[np.ndarray] = field(init=False)
+    # Exchanges done so far: the shared-index mode picks its leader from it,
+    # so it must survive a resume like the residues.
+    exchanges: int = field(init=False, default=0)
+    velocities: Velocities | None = field(init=False, default=None)
     workspace: Workspace = field(init=False, repr=False, default_factory=Workspace)
 
     def __post_init__(self) -> None:
         self.specs = tuple(self.specs)
         self.residues = [np.zeros(s.numel if s.compress else 0, np.float32) for s in self.specs]
+        if self.config.momentum > 0:
+            self.velocities = Velocities(self.specs, self.config.momentum)
 
     def state_dict(self) -> dict:
         """Plain arrays and ints, for checkpoints."""
-        return {
+        saved = {
             "residues": {s.name: r.copy() for s, r in zip(self.specs, self.residues, strict=True)},
+            "exchanges": self.exchanges,
         }
+        if self.velocities is not None:
+            saved["velocities"] = {
+                s.name: u.copy() for s, u in zip(self.specs, self.velocities.current, strict=True)
+            }
+        return saved
 
     def load_state_dict(self, saved: dict) -> None:
         """Restore a ``state_dict``; ValueError if it belongs to another layout."""
         residues = saved["residues"]
         if set(residues) != {s.name for s in self.specs}:
             raise ValueError("codec state was saved for a different model layout")
-        for spec, target in zip(self.specs, self.residues, strict=True):
-            source = np.asarray(residues[spec.name], np.float32)
-            if source.shape != target.shape:
-                raise ValueError(f"residue {spec.name}: shape {source.shape} != {target.shape}")
-            target[...] = source
+        targets = [("residue", residues, self.residues)]
+        if self.velocities is not None:
+            if "velocities" not in saved:
+                raise ValueError("codec state was saved without momentum correction")
+            targets.append(("velocity", saved["velocities"], self.velocities.current))
+        elif "velocities" in saved:
+            raise ValueError("codec state was saved with momentum correction")
+        for what, arrays, buffers in targets:
+            if set(arrays) != {s.name for s in self.specs}:
+                raise ValueError("codec state was saved for a different model layout")
+            for spec, target in zip(self.specs, buffers, strict=True):
+                source = np.asarray(arrays[spec.name], np.float32)
+                if source.shape != target.shape:
+                    raise ValueError(f"{what} {spec.name}: shape {source.shape} != {target.shape}")
+        for _, arrays, buffers in targets:  # every array checked: now copy
+            for spec, target in zip(self.specs, buffers, strict=True):
+                target[...] = np.asarray(arrays[spec.name], np.float32)
+        self.exchanges = int(saved.get("exchanges", 0))  # older checkpoints: 0
 
 
 def make_state(specs: Sequence[TensorSpec], config: CodecConfig | None = None) -> CodecState:

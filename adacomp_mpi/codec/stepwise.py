@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import Encoded, _count, _encode_tensor, _flat_float32
+from .api import Encoded, _count, _encode_tensor, _flat_float32, commit
 from .counters import StepCounts
 from .state import CodecState
 from .wire import Record, pack_payload
@@ -44,9 +44,5 @@ class StepEncoder:
         for spec, record in zip(specs, records, strict=True):
             _count(counts, spec, record)
         payload = pack_payload(records, specs)
-        if not self.dense:
-            workspace = self.state.workspace
-            for index, spec in enumerate(specs):
-                if spec.compress:
-                    self.state.residues[index] = workspace.swap(index, self.state.residues[index])
+        commit(self.state, dense=self.dense)
         return Encoded(payload, counts)

@@ -96,6 +96,9 @@ class GradientAverager:
     "adacomp" or "none" (a dense Allreduce, the baseline). ``bin_sizes``
     overrides L_T by layer kind or parameter name; tensors under ``dense_below``
     elements go dense; ``scale_rule`` and ``index_coding`` are the codec's rules.
+    ``momentum`` > 0 turns on momentum correction with masking (docs/CODEC.md):
+    each rank keeps a local velocity and sends it, so build the optimizer as
+    plain SGD (``momentum=0``) and put weight decay into the gradients yourself.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class GradientAverager:
         dense_below: int = 256,
         scale_rule: str = "mean_abs",
         index_coding: str = "auto",
+        momentum: float = 0.0,
         broadcast: bool = True,
     ) -> None:
         self.comm: Communicator = comm if comm is not None else MpiCommunicator()
@@ -125,10 +129,14 @@ class GradientAverager:
             else:
                 specs, params = _param_specs(model_or_params, policy)
             _check(specs, params, bin_sizes)
-            config = CodecConfig(scale_rule=scale_rule, index_coding=index_coding)
+            config = CodecConfig(
+                scale_rule=scale_rule,
+                index_coding=index_coding,
+                momentum=momentum if compression == "adacomp" else 0.0,
+            )
             tensors = _broadcast_list(model_or_params, params) if broadcast else []
             shapes = [(str(t.dtype), tuple(t.shape)) for t in tensors]
-            layout = (compression, scale_rule, index_coding, dense_below, specs, shapes)
+            layout = (compression, scale_rule, index_coding, momentum, dense_below, specs, shapes)
         except (ValueError, TypeError, KeyError) as failure:
             error, layout = failure, None
         self._agree(error, layout)
@@ -217,12 +225,13 @@ class GradientAverager:
         """This rank's codec residues (CPU tensors, so ``torch.save(...,
         weights_only=True)`` takes them) and counters. Residues differ per rank:
         save one per rank. Dropping them loses the gradient not yet sent."""
-        residues = self._state.state_dict()["residues"]
-        return {
+        codec = self._state.state_dict()
+        saved = {
             "compression": self.compression,
-            "residues": {name: torch.from_numpy(array) for name, array in residues.items()},
+            **{key: _tensors(codec[key]) for key in ("residues", "velocities") if key in codec},
             **{name: getattr(self, name) for name in COUNTERS},
         }
+        return saved
 
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()``; ValueError (nothing changed) if it does not
@@ -246,7 +255,10 @@ class GradientAverager:
         counters = {name: saved[name] for name in COUNTERS}
         if not all(type(value) is int and value >= 0 for value in counters.values()):
             raise ValueError(f"state_dict counters must be integers >= 0, got {counters}")
-        self._state.load_state_dict({"residues": residues})
+        codec = {"residues": residues}
+        if "velocities" in saved:
+            codec["velocities"] = {k: _array(v) for k, v in dict(saved["velocities"]).items()}
+        self._state.load_state_dict(codec)  # checks the velocities before changing anything
         for name, value in counters.items():
             setattr(self, name, value)
 
@@ -266,6 +278,10 @@ def _broadcast(tensors: list[torch.Tensor], comm: Communicator) -> None:
         host = tensor.detach().cpu().contiguous().numpy()
         comm.broadcast(host, root=0)
         tensor.data.copy_(torch.from_numpy(host))
+
+
+def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(array) for name, array in arrays.items()}
 
 
 def _array(value: Any) -> np.ndarray:

@@ -33,9 +33,17 @@ class OverlappedEncoder:
     """Hooks on every parameter and the worker that encodes what they queue."""
 
     def __init__(
-        self, params: Sequence[torch.nn.Parameter], *, bridge: GradientBridge, state: CodecState
+        self,
+        params: Sequence[torch.nn.Parameter],
+        *,
+        bridge: GradientBridge,
+        state: CodecState,
+        prepare: Callable[[torch.nn.Parameter], None] | None = None,
     ) -> None:
+        """``prepare``: applied to each parameter's gradient, on the thread that
+        ran backward, before it is queued (momentum correction's weight decay)."""
         self.state = state
+        self._prepare = prepare
         self._views = [bridge.buffer.views[spec.name] for spec in state.specs]
         self._host = [bridge.host_flat[a:b] for a, b in pairwise(bridge.offsets)]
         self._params = list(params)
@@ -68,6 +76,8 @@ class OverlappedEncoder:
 
     def _queue_tensor(self, index: int, param: torch.nn.Parameter) -> None:
         self._queued.add(index)
+        if self._prepare is not None:
+            self._prepare(param)
         self._queue.put((index, self._copy_to_host(index, param)))
 
     def _copy_to_host(self, index: int, param: torch.nn.Parameter) -> Any:

@@ -12,15 +12,21 @@ from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.dist.agree import agree
 
 from . import checkpoint, checkpoint_write
-from .config import TRAJECTORY_OPTIONS, TrainConfig
+from .config import PREDATED, TRAJECTORY_OPTIONS, TrainConfig
 from .trainer import Trainer
+
+# The codec state's per-tensor arrays (residues; local velocities with
+# momentum correction), stored per rank as CPU tensors.
+CODEC_ARRAYS = ("residues", "velocities")
 
 
 def save_checkpoint(trainer: Trainer) -> None:
     """Collective: write model, optimizer, ledger and every rank's residues."""
     trainer.heartbeat.beat("checkpoint", trainer.step)
     codec = trainer.codec_state.state_dict()
-    codec["residues"] = {k: torch.from_numpy(v) for k, v in codec["residues"].items()}
+    for key in CODEC_ARRAYS:
+        if key in codec:
+            codec[key] = {k: torch.from_numpy(v) for k, v in codec[key].items()}
     path = checkpoint_write.save(
         trainer.config.checkpoint_dir,
         comm=trainer.comm,
@@ -44,7 +50,7 @@ def check_trajectory(saved: dict[str, Any], config: TrainConfig) -> None:
     # A schedule spans the whole run: then its length is part of the trajectory too.
     scheduled = ("epochs", "max_steps") if config.lr_schedule != "constant" else ()
     # An option a checkpoint predates had its default then.
-    defaults = TrainConfig().to_dict()
+    defaults = {**TrainConfig().to_dict(), **PREDATED}
     before = {k: saved.get(k, defaults[k]) for k in (*TRAJECTORY_OPTIONS, *scheduled)}
     changed = [k for k, value in before.items() if value != current[k]]
     if changed:
@@ -70,7 +76,9 @@ def restore(trainer: Trainer, common: dict[str, Any], rank_state: dict[str, Any]
         trainer.optimizer.load_state_dict(common["optimizer"])
         trainer.ledger.load_state_dict(common["ledger"])
         codec = dict(rank_state["codec"])
-        codec["residues"] = {k: v.numpy() for k, v in codec["residues"].items()}
+        for key in CODEC_ARRAYS:
+            if key in codec:
+                codec[key] = {k: v.numpy() for k, v in codec[key].items()}
         trainer.codec_state.load_state_dict(codec)
         torch.set_rng_state(rank_state["torch_rng"])
     except checkpoint.CheckpointError:

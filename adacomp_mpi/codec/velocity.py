@@ -1,0 +1,75 @@
+"""Momentum correction and momentum-factor masking (Lin et al., "Deep Gradient
+Compression", ICLR 2018), stated for AdaComp, per rank and tensor::
+
+    u = m * u + g          local velocity (g: this rank's gradient, weight decay in it)
+    G = R + u,  H = G + u  AdaComp's accumulation and look-ahead, fed u in place of g
+    u[sent] = 0            masking: a sent element's momentum starts afresh
+    w = w - lr * mean_r(decoded)   plain SGD on the mean (no momentum after averaging)
+
+With momentum applied after averaging (the default optimizer), a gradient held
+back in the residue for k steps is applied late and then amplified by momentum
+for many more steps; with the velocity accumulated locally, what the residue
+delays is already the momentum-weighted update, and masking stops a sent
+element's stale velocity from being sent again. A dense record (a small
+tensor, a dense warm-up step) carries u unmasked: since momentum is linear,
+the mean of the ranks' u is exactly the global heavy-ball velocity, so dense
+tensors train as with SGD-momentum.
+
+New velocities are written to spare buffers and take over only when the whole
+step encoded (``commit``), so a refused step leaves them as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .specs import TensorSpec
+
+
+class Velocities:
+    """One rank's local velocity per tensor, its spare, and what masking zeroed."""
+
+    def __init__(self, specs: Sequence[TensorSpec], momentum: float) -> None:
+        self.momentum = np.float32(momentum)
+        self.current = [np.zeros(spec.numel, np.float32) for spec in specs]
+        self._spares = [np.zeros(spec.numel, np.float32) for spec in specs]
+        # Per tensor: (positions, values before masking) of the last sparse record,
+        # None for a dense record; what ``undo`` needs after a void step.
+        self._masked: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(specs)
+
+    def advance(self, index: int, grad: np.ndarray) -> np.ndarray:
+        """u_new = m * u + g into the spare (the current u is only read); returned
+        for the encoder, which sends it in place of g."""
+        spare = self._spares[index]
+        np.multiply(self.current[index], self.momentum, out=spare)
+        np.add(spare, grad, out=spare)
+        self._masked[index] = None
+        return spare
+
+    def mask(self, index: int, positions: np.ndarray) -> None:
+        """Momentum-factor masking: zero u_new where the sparse record sent."""
+        spare = self._spares[index]
+        self._masked[index] = (positions.copy(), spare[positions])
+        spare[positions] = 0
+
+    def commit(self) -> None:
+        """The step encoded: every new velocity takes over (the old one stays as spare)."""
+        self.current, self._spares = self._spares, self.current
+
+    def undo(self) -> None:
+        """After ``commit``, for a step some rank voided: a tensor this rank sent
+        sparsely keeps u_new unmasked (its residue got back what it sent: as if
+        nothing had been sent); a dense record's velocity goes back to the one
+        before the step (its gradient is dropped, like every dense tensor's)."""
+        for index, masked in enumerate(self._masked):
+            if masked is None:
+                self.current[index], self._spares[index] = (
+                    self._spares[index],
+                    self.current[index],
+                )
+            else:
+                positions, values = masked
+                self.current[index][positions] = values
+            self._masked[index] = None

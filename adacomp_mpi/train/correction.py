@@ -1,0 +1,85 @@
+"""Momentum correction on the trainer's side (the rule: ``codec/velocity.py``).
+
+The codec keeps each rank's local velocity and sends it; the trainer must then
+(1) add weight decay to the local gradient before the codec sees it, (2) clip
+the local gradient, not the averaged update, and (3) step with plain SGD. This
+module decides when the correction applies and does those three things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """What happens to this rank's gradient before the codec, with the correction on.
+
+    ``momentum`` 0 means the correction is off (nothing here applies).
+    ``clip_norm`` is the local threshold: --clip-grad-norm / sqrt(ranks), as in
+    DGC, so N clipped local gradients add up to about the global threshold.
+    """
+
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.momentum > 0
+
+    @torch.no_grad()
+    def decay(self, param: torch.nn.Parameter) -> None:
+        """g += weight_decay * w for one parameter (before its velocity update)."""
+        if self.weight_decay > 0 and param.grad is not None:
+            param.grad.add_(param, alpha=self.weight_decay)
+
+    @property
+    def decay_hook(self) -> Callable[[torch.nn.Parameter], None] | None:
+        """``decay`` for the overlapped encoder's hooks, or None when there is none."""
+        return self.decay if self.weight_decay > 0 else None
+
+    def apply(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Weight decay into every local gradient, then local clipping."""
+        if not self.active:
+            return
+        for param in params:
+            self.decay(param)
+        if self.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
+
+
+def why_not(config: TrainConfig) -> str | None:
+    """Why --momentum-correction, asked for, does not apply to this run (None: it does)."""
+    if not config.momentum_correction:
+        return None
+    reasons = {
+        config.compression not in ("adacomp", "scalecom"): f"--compression {config.compression}",
+        config.optimizer != "sgd": f"--optimizer {config.optimizer} (it applies to SGD)",
+        config.optimizer == "sgd" and config.momentum == 0: "--momentum 0",
+    }
+    found = [text for applies, text in reasons.items() if applies]
+    return found[0] if found else None
+
+
+def local_update(config: TrainConfig, world_size: int) -> LocalUpdate:
+    """The local update of this run: active only for AdaComp or scalecom with SGD-momentum."""
+    if not config.momentum_correction or why_not(config) is not None:
+        return LocalUpdate()
+    clip = config.clip_grad_norm / math.sqrt(world_size) if config.clip_grad_norm > 0 else 0.0
+    return LocalUpdate(momentum=config.momentum, weight_decay=config.weight_decay, clip_norm=clip)
+
+
+def optimizer_config(config: TrainConfig, update: LocalUpdate) -> TrainConfig:
+    """The options the optimizer is built from: plain SGD when the codec carries
+    momentum and weight decay."""
+    if not update.active:
+        return config
+    return dataclasses.replace(config, momentum=0.0, weight_decay=0.0)

@@ -30,12 +30,14 @@ DEFAULT_OUT = Path("report")
     "existing files of the same names are replaced).",
 )
 def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
-    """Compare finished runs: PNG plots and a Markdown table.
+    """Compare runs, finished or still running: PNG plots and a Markdown table.
 
     Each RUN_DIR is a training run's --output-dir (summary.json, metrics.jsonl,
-    config.json; see docs/METRICS.md). All runs are overlaid in each plot, one
-    colour per run. Runs are labelled "<compression> <model> n=<ranks>", with the
-    directory name added when two runs share a label. Writes into --out
+    config.json; see docs/METRICS.md); a run without summary.json yet is read
+    from config.json and the records so far, labelled "(running)". All runs
+    are overlaid in each plot, one colour per run. Runs are labelled
+    "<compression> <model> n=<ranks>", with the directory name added when two
+    runs share a label. Writes into --out
     (default ./report, relative to where you run it; run directories are never
     modified):
 
@@ -44,6 +46,7 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path) -> None:
       accuracy.png     test accuracy (each epoch) vs step and vs bytes sent
       compression.png  compression ratio per step, overall and per layer kind
       time.png         step time by phase (forward/backward, encode, ...)
+      tta.png          training loss and test accuracy vs wall-clock seconds
       summary.md       one table row per run (accuracy, ratio, bytes, ...)
 
     \b

@@ -72,12 +72,14 @@ from adacomp_mpi.models import ModelInputs, build_model
 from adacomp_mpi.train.config import TrainConfig
 from adacomp_mpi.train.gradients import parameter_digest
 from adacomp_mpi.train.optim import OPTIMIZERS
+from adacomp_mpi.train.schedule import SCHEDULES, Schedule
 from adacomp_mpi.train.sharding import batches, epoch_shard, eval_shard
 from adacomp_mpi.train.tasks import TASKS
 
 DEFAULTS = TrainConfig()
 MODES = ("fp32", "fp16", "powersgd")
 EVAL_BATCH = 512  # as the trainer's evaluation
+POWERSGD_BUCKET_MB = 25  # DDP's default bucket size, applied to the first bucket too
 RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
 SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
@@ -89,6 +91,7 @@ class Options:
     dataset: str
     data_path: Path | None
     model: str
+    model_option: tuple[str, ...]  # KEY=VALUE sizes, as adacomp-train --model-option
     epochs: int
     max_steps: int | None
     batch_size: int
@@ -96,6 +99,7 @@ class Options:
     optimizer: str
     momentum: float
     weight_decay: float
+    lr_schedule: str
     seed: int
     mode: str
     powersgd_rank: int
@@ -167,21 +171,40 @@ def join_process_group(world: World, *, timeout: float) -> None:
         ) from None
 
 
+def model_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``--model-option KEY=VALUE`` pairs as the trainer takes them (``hidden=2048,512``)."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.ClickException(f"--model-option {pair!r}: expected KEY=VALUE")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
 def load_problem(options: Options) -> tuple[ArrayDataset, nn.Module]:
     """The dataset and the seeded model, as the trainer builds them."""
     try:
         dataset = load_dataset(options.dataset, path=options.data_path)
         inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
         torch.manual_seed(options.seed)
-        model = build_model(options.model, inputs)
+        model = build_model(options.model, inputs, model_options(options.model_option))
     except (ValueError, OSError) as error:  # DatasetError is a ValueError
         raise click.ClickException(str(error)) from None
     return dataset, model
 
 
 def wrap_ddp(model: nn.Module, options: Options) -> DistributedDataParallel:
-    """DDP (broadcasts rank 0's parameters) with the communication hook of ``--mode``."""
-    ddp = DistributedDataParallel(model)
+    """DDP (broadcasts rank 0's parameters) with the communication hook of ``--mode``.
+
+    PowerSGD gets one 25 MB bucket from the first on (an explicit ``bucket_cap_mb``;
+    by default DDP caps the first bucket at 1 MB): with two or more buckets over
+    gloo, the hook's chained allreduces of different buckets were issued in
+    different orders on different ranks and gloo aborted ("Received data size
+    doesn't match expected size"; torch 2.13, a 2.1 M-parameter MLP).
+    """
+    buckets = {"bucket_cap_mb": POWERSGD_BUCKET_MB} if options.mode == "powersgd" else {}
+    ddp = DistributedDataParallel(model, **buckets)
     if options.mode == "fp16":
         ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
     elif options.mode == "powersgd":
@@ -216,6 +239,7 @@ class Run:
     ddp: DistributedDataParallel
     optimizer: torch.optim.Optimizer
     metrics: TextIO | None
+    schedule: Schedule = field(default_factory=Schedule)
     started: float = field(default_factory=time.perf_counter)
     eval_seconds: float = 0.0
     step: int = 0
@@ -238,6 +262,8 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
         score = TASKS[self.dataset.task](self.ddp(inputs), targets)
         score.loss.backward()
+        for group in self.optimizer.param_groups:  # as the trainer: the rate of this step
+            group["lr"] = self.options.lr * self.schedule.factor(self.step)
         self.optimizer.step()
         self.step += 1
         self.loss_sum += float(score.loss.detach()) * score.count
@@ -333,6 +359,7 @@ def build_summary(run: Run, *, train_seconds: float) -> dict[str, Any]:
         "torch_version": torch.__version__,
         "world_size": run.world.size,
         "model": options.model,
+        "model_options": model_options(options.model_option),
         "dataset": options.dataset,
         "parameters": sum(p.numel() for p in run.ddp.module.parameters()),
         "steps": run.step,
@@ -343,6 +370,7 @@ def build_summary(run: Run, *, train_seconds: float) -> dict[str, Any]:
         "optimizer": options.optimizer,
         "momentum": options.momentum,
         "weight_decay": options.weight_decay,
+        "lr_schedule": options.lr_schedule,
         "seed": options.seed,
         "threads": torch.get_num_threads(),
         "powersgd_rank": options.powersgd_rank if options.mode == "powersgd" else None,
@@ -362,6 +390,14 @@ def build_summary(run: Run, *, train_seconds: float) -> dict[str, Any]:
     return summary
 
 
+def schedule_for(options: Options, samples: int, size: int) -> Schedule:
+    """The trainer's learning-rate schedule over the same number of steps."""
+    total = math.ceil((samples // size) / options.batch_size) * options.epochs
+    if options.max_steps is not None:
+        total = min(total, options.max_steps)
+    return Schedule(name=options.lr_schedule, total_steps=total)
+
+
 def gather(value: Any, size: int) -> list[Any]:
     """Collective: every rank's ``value``, in rank order."""
     values: list[Any] = [None] * size
@@ -376,6 +412,7 @@ def train_and_report(
     ddp = wrap_ddp(model, options)
     metrics = (options.output_dir / "metrics.jsonl").open("w") if world.rank == 0 else None
     run = Run(options, world, dataset, ddp, make_optimizer(ddp, options), metrics)
+    run.schedule = schedule_for(options, len(dataset.x_train), world.size)
     try:
         train_seconds = run.train()
     finally:
@@ -422,6 +459,12 @@ def final_line(summary: dict[str, Any]) -> str:
     help="File or directory to read the dataset from (default: its standard place).",
 )
 @click.option("--model", default=DEFAULTS.model, help="Model from the zoo, as adacomp-train.")
+@click.option(
+    "--model-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A size of the zoo model, as adacomp-train (hidden=2048,512); repeatable.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs)
 @click.option(
     "--max-steps",
@@ -436,6 +479,12 @@ def final_line(summary: dict[str, Any]) -> str:
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default=DEFAULTS.optimizer)
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.momentum)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(sorted(SCHEDULES)),
+    default=DEFAULTS.lr_schedule,
+    help="As adacomp-train: the learning rate over the run's steps.",
+)
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--mode", type=click.Choice(MODES), default="fp32", help="Gradient communication.")
 @click.option("--powersgd-rank", type=click.IntRange(min=1), default=1, help="PowerSGD rank.")

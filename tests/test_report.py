@@ -211,7 +211,10 @@ def summary_without(key: str) -> Any:
 
 BREAKAGES = {
     "no metrics": (lambda d: (d / METRICS_FILE).unlink(), "metrics.jsonl: missing"),
-    "no summary": (lambda d: (d / "summary.json").unlink(), "summary.json: missing"),
+    "no summary, no config": (
+        lambda d: [(d / name).unlink() for name in ("summary.json", "config.json")],
+        r"summary\.json: missing, and no config\.json",
+    ),
     "truncated line": (broken_line, "line 3: not valid JSON"),
     "missing key": (missing_loss, "line 5: step record: missing key 'loss'"),
     "empty metrics": (lambda d: (d / METRICS_FILE).write_text(""), "no step records"),
@@ -257,13 +260,15 @@ def test_missing_directory() -> None:
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
     written = write_report(RUNS, out_dir=out)
-    expected = ["loss.png", "accuracy.png", "compression.png", "time.png", "summary.md"]
+    expected = ["loss.png", "accuracy.png", "compression.png", "time.png", "tta.png", "summary.md"]
     assert [path.name for path in written] == expected
     assert all(path.parent == out for path in written)
     return out
 
 
-@pytest.mark.parametrize("name", ["loss.png", "accuracy.png", "compression.png", "time.png"])
+@pytest.mark.parametrize(
+    "name", ["loss.png", "accuracy.png", "compression.png", "time.png", "tta.png"]
+)
 def test_plots_are_readable_pngs(report_dir: Path, name: str) -> None:
     from matplotlib.image import imread
 
@@ -345,7 +350,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def test_cli_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(["report", str(DENSE), str(ADACOMP), "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    names = ["loss.png", "accuracy.png", "compression.png", "time.png", "summary.md"]
+    names = ["loss.png", "accuracy.png", "compression.png", "time.png", "tta.png", "summary.md"]
     assert out.split() == [str(tmp_path / name) for name in names]
 
 

@@ -20,6 +20,7 @@ from .schema import (
     TIME_PHASES,
     ReportError,
     check_phase_times,
+    ratio,
     validate_metrics_record,
 )
 
@@ -34,6 +35,17 @@ class Run:
     steps: tuple[Mapping[str, Any], ...]
     epochs: tuple[Mapping[str, Any], ...]
     label: str = ""
+    evals: tuple[Mapping[str, Any], ...] = ()  # --eval-every records, in step order
+
+    @property
+    def in_progress(self) -> bool:
+        """No summary.json yet: the run is still training (or died before the end)."""
+        return bool(self.summary.get("in_progress"))
+
+    def evaluations(self) -> list[Mapping[str, Any]]:
+        """Every evaluation (epoch and eval records) in step order, one per step."""
+        by_step = {record["step"]: record for record in (*self.evals, *self.epochs)}
+        return [by_step[step] for step in sorted(by_step)]
 
     def column(self, key: str) -> list[Any]:
         """One field of every step record, in step order."""
@@ -98,10 +110,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(step records, epoch records) from a metrics.jsonl, each checked against the schema."""
+    records = read_metrics_by_type(path)
+    return records["step"], records["epoch"]
+
+
+def read_metrics_by_type(path: Path, *, partial: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """{record type: records} from a metrics.jsonl, each checked against the schema;
+    ``partial`` (a run still writing) skips a cut-short last line instead of refusing it."""
     if not path.is_file():
         raise ReportError(f"{path}: missing (was the run made by a trainer that writes metrics?)")
     records: dict[str, list[dict[str, Any]]] = {kind: [] for kind in RECORD_SCHEMAS}
-    for number, record in _parsed_lines(path):
+    parsed = list(_parsed_lines(path))
+    if partial and parsed and isinstance(parsed[-1][1], str):
+        parsed.pop()
+    for number, record in parsed:
         if isinstance(record, str):
             raise ReportError(f"{path} line {number}: {record}")
         try:
@@ -114,7 +136,34 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         raise ReportError(f"{path}: no step records")
     if any(later <= earlier for earlier, later in pairwise(steps)):
         raise ReportError(f"{path}: step numbers are not strictly increasing")
-    return records["step"], records["epoch"]
+    return records
+
+
+def progress_summary(
+    config: Mapping[str, Any], records: Mapping[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """What summary.json would say so far, for a run without one (still training):
+    read from config.json and the records written up to now."""
+    options = config.get("options") or {}
+    steps = records["step"]
+    evaluations = sorted((*records["eval"], *records["epoch"]), key=lambda r: r["step"])
+    last = evaluations[-1] if evaluations else {}
+    sent = sum(record["bytes_sent"] for record in steps)
+    return {
+        "in_progress": True,
+        "world_size": config.get("world_size", "?"),
+        "compression": options.get("compression", "?"),
+        "model": options.get("model", "?"),
+        "dataset": options.get("dataset", "?"),
+        "steps": steps[-1]["step"],
+        "test_accuracy": last.get("test_accuracy"),
+        "test_loss": last.get("test_loss"),
+        "compression_ratio": ratio(sum(record["dense_bytes"] for record in steps), sent),
+        "bits_per_sent_element": steps[-1]["bits_per_sent_element"],
+        "bytes_sent": sent,
+        "wall_seconds": steps[-1]["wall_seconds"],
+        "params_identical": None,
+    }
 
 
 def load_run(path: Path) -> Run:
@@ -122,22 +171,37 @@ def load_run(path: Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path}: not a directory")
-    summary = _read_summary(path / SUMMARY_FILE)
-    steps, epochs = read_metrics(path / METRICS_FILE)
-    if steps[-1]["step"] != summary["steps"]:
-        raise ReportError(
-            f"{path}: {METRICS_FILE} ends at step {steps[-1]['step']} but {SUMMARY_FILE} "
-            f"says {summary['steps']} steps (files from different runs?)"
-        )
     config_path = path / CONFIG_FILE
-    config = _read_json(config_path) if config_path.exists() else dict(summary.get("config", {}))
-    return Run(path, summary, config, tuple(steps), tuple(epochs))
+    if not (path / SUMMARY_FILE).exists():
+        if not config_path.exists():
+            raise ReportError(
+                f"{path / SUMMARY_FILE}: missing, and no {CONFIG_FILE} to read a run in "
+                "progress from (is this a run directory written by adacomp-train?)"
+            )
+        config = _read_json(config_path)
+        records = read_metrics_by_type(path / METRICS_FILE, partial=True)
+        summary = progress_summary(config, records)
+    else:
+        summary = _read_summary(path / SUMMARY_FILE)
+        records = read_metrics_by_type(path / METRICS_FILE)
+        last_step = records["step"][-1]["step"]
+        if last_step != summary["steps"]:
+            raise ReportError(
+                f"{path}: {METRICS_FILE} ends at step {last_step} but {SUMMARY_FILE} "
+                f"says {summary['steps']} steps (files from different runs?)"
+            )
+        config = (
+            _read_json(config_path) if config_path.exists() else dict(summary.get("config", {}))
+        )
+    steps, epochs, evals = (tuple(records[kind]) for kind in ("step", "epoch", "eval"))
+    return Run(path, summary, config, steps, epochs, evals=evals)
 
 
 def base_label(run: Run) -> str:
     """'<compression> <model> n=<world size>': what usually tells runs apart."""
     s = run.summary
-    return f"{s['compression']} {s['model']} n={s['world_size']}"
+    running = " (running)" if run.in_progress else ""
+    return f"{s['compression']} {s['model']} n={s['world_size']}{running}"
 
 
 def _distinct_suffixes(paths: Sequence[Path]) -> list[str]:

@@ -117,6 +117,9 @@ EVALUATION_OPTIONAL: Mapping[str, FieldCheck] = {
     "val_loss": _number,
     "val_accuracy": _fraction,
     "val_perplexity": _number,
+    # seconds of training before this evaluation, earlier evaluations left out
+    # (the time-to-accuracy clock); absent in runs made before it was recorded
+    "train_seconds": _number,
 }
 
 EPOCH_SCHEMA = RecordSchema(

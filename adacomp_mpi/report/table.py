@@ -41,7 +41,9 @@ TABLE_COLUMNS: dict[str, Callable[[Run], str]] = {
     "bits/sent element": lambda run: _fixed(2)(run.summary["bits_per_sent_element"]),
     "bytes sent": lambda run: format_bytes(float(run.summary["bytes_sent"])),
     "wall seconds": lambda run: _fixed(1)(run.summary["wall_seconds"]),
-    "params identical": lambda run: str(run.summary["params_identical"]),
+    "params identical": lambda run: (
+        "n/a (running)" if run.in_progress else str(run.summary["params_identical"])
+    ),
 }
 
 

@@ -13,13 +13,14 @@ from .table import summary_markdown
 def write_report(run_dirs: Iterable[Path], *, out_dir: Path, dpi: int = 110) -> list[Path]:
     """Load the runs, write the plots and summary.md into ``out_dir``; return the files written."""
     from .plots import PLOTS
+    from .timeplots import TIME_PLOTS
 
     runs = load_runs(run_dirs)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, plot in PLOTS.items():
+        for name, plot in {**PLOTS, **TIME_PLOTS}.items():
             target = out_dir / name
             plot(runs).savefig(target, dpi=dpi)
             written.append(target)

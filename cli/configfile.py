@@ -51,9 +51,15 @@ def _key_value_items(value: Any) -> Any:
     return value
 
 
+def _overlap_mode(value: Any) -> Any:
+    """Runs recorded before --overlap had an auto mode hold true/false."""
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 DEFAULT_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bin_sizes": _key_value_items,
     "model_options": _key_value_items,
+    "overlap": _overlap_mode,
 }
 
 

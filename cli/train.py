@@ -12,11 +12,13 @@ import click
 
 from adacomp_mpi.codec.indexcoding import METHOD_NAMES
 from adacomp_mpi.codec.selection import SCALE_RULES
+from adacomp_mpi.codec.state import SHARED_VALUE_TYPES
 from adacomp_mpi.common.errors import StopTraining, UsageError
 from adacomp_mpi.dist.exchange import EXCHANGES
-from adacomp_mpi.train.config import TrainConfig
+from adacomp_mpi.train.config import OVERLAP_MODES, TrainConfig
 from adacomp_mpi.train.optim import OPTIMIZERS
 
+from .accuracy import accuracy_options
 from .common import fail
 from .configfile import apply_config
 from .controls import resolve_deprecated, training_controls
@@ -148,6 +150,19 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option(
     "--index-coding", type=click.Choice(sorted(METHOD_NAMES)), default=DEFAULTS.index_coding
 )
+@click.option(
+    "--scalecom-beta",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=DEFAULTS.scalecom_beta,
+    help="--compression scalecom: low-pass filter on the residue, "
+    "R <- (1-beta) R + beta (G - sent); 1: plain error feedback (docs/SCALING.md).",
+)
+@click.option(
+    "--scalecom-values",
+    type=click.Choice(SHARED_VALUE_TYPES),
+    default=DEFAULTS.scalecom_values,
+    help="--compression scalecom: value type summed by the Allreduce.",
+)
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option(
     "--output-dir",
@@ -183,9 +198,18 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
     "checkpoint the last good state and stop (exit 3).",
 )
 @click.option(
-    "--overlap/--no-overlap",
+    "--overlap",
+    type=click.Choice(OVERLAP_MODES),
     default=DEFAULTS.overlap,
-    help="Encode each gradient on a worker thread while backward computes the rest.",
+    help="Encode each gradient on a worker thread while backward computes the rest "
+    "(needs a spare core); auto: time the first steps both ways, keep the faster.",
+)
+@click.option(
+    "--no-overlap",
+    "overlap",
+    flag_value="off",
+    hidden=True,
+    help="The same as --overlap off (kept for older scripts).",
 )
 @click.option(
     "--max-skipped-fraction",
@@ -203,6 +227,7 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option("--quiet", is_flag=True, help="Only errors.")
 @click.option("--log-all-ranks", is_flag=True, help="Every rank logs, not just rank 0.")
 @training_controls
+@accuracy_options
 @output_options
 def train(**options: object) -> None:
     """Train a model with every rank's gradients AdaComp-compressed.

@@ -237,8 +237,10 @@ def test_every_adacomp_variable_in_the_code_is_an_option_or_allowed() -> None:
     used: dict[str, str] = {}
     for folder in ("adacomp_mpi", "cli", "models", "scripts", "tests"):
         for path in (REPO / folder).rglob("*"):
-            if path.is_file() and path.suffix in {".py", ".sh", ".sbatch", ""} and path != Path(
-                __file__
+            if (
+                path.is_file()
+                and path.suffix in {".py", ".sh", ".sbatch", ""}
+                and path != Path(__file__)
             ):
                 text = path.read_text(errors="replace")
                 for name in re.findall(r"\bADACOMP_[A-Z0-9_]*[A-Z0-9]\b", text):
@@ -302,7 +304,7 @@ def test_a_config_file_takes_the_flag_spelling_of_bin_size(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("binsizes = [\"conv=50\"]\n", "unknown options ['binsizes'] (did you mean 'bin_sizes'?)"),
+        ('binsizes = ["conv=50"]\n', "unknown options ['binsizes'] (did you mean 'bin_sizes'?)"),
         (
             "epochz = 3\nzzz = 1\n",
             "unknown options ['epochz', 'zzz'] (did you mean 'epochs' for 'epochz'?)",

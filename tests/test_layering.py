@@ -109,9 +109,7 @@ def test_the_report_runs_with_mpi_and_torch_unavailable() -> None:
         "from adacomp_mpi.report.runs import load_run\n"
         f"print(len(load_run({str(recorded)!r}).steps))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 0
 

@@ -68,9 +68,9 @@ def test_the_ledger_totals_are_the_sum_of_the_step_records(tmp_path: Path) -> No
         assert seconds == pytest.approx(sum(r["time"][phase] for r in steps))
 
 
-@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("overlap", ["on", "off"])
 def test_a_void_step_is_skipped_and_leaves_the_parameters_alone(
-    overlap: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    overlap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loop = _loop(_config(tmp_path, overlap=overlap))
     trainer = loop.trainer
@@ -93,16 +93,36 @@ def test_a_void_step_is_skipped_and_leaves_the_parameters_alone(
 def test_overlapped_encoding_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same run with and without encoding during backward: same bytes, same
-    model (at the same torch thread count: overlap otherwise reserves a core)."""
+    """The same run with and without encoding during backward, and switching
+    between the two (auto): same bytes, same model (at the same torch thread
+    count: overlap otherwise reserves a core)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     runs = [
-        train(_config(tmp_path / str(overlap), overlap=overlap), LocalCommunicator())
-        for overlap in (True, False)
+        train(_config(tmp_path / overlap, overlap=overlap), LocalCommunicator())
+        for overlap in ("on", "off", "auto")
     ]
-    assert runs[0]["param_digest"] == runs[1]["param_digest"]
-    assert runs[0]["bytes_sent"] == runs[1]["bytes_sent"]
+    assert len({run["param_digest"] for run in runs}) == 1
+    assert len({run["bytes_sent"] for run in runs}) == 1
+
+
+def test_overlap_auto_times_both_modes_then_keeps_one(tmp_path: Path) -> None:
+    loop = _loop(_config(tmp_path, overlap="auto"))
+    trainer, modes = loop.trainer, []
+    original = trainer.train_step
+
+    def step_and_note(rows: np.ndarray) -> tuple:
+        result = original(rows)
+        modes.append(trainer.overlapping)
+        return result
+
+    trainer.train_step = step_and_note
+    loop.run_epoch(0)
+    trial = trainer.overlap_trial
+    assert trial.choice is not None
+    counted = 2 * (trial.warmup + trial.samples)
+    assert modes[:counted] == [False, True] * (counted // 2)  # alternating while timed
+    assert set(modes[counted:]) == {trial.choice}  # then the faster one only
 
 
 def test_a_non_finite_loss_under_overlap_changes_no_residue(

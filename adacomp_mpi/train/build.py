@@ -23,12 +23,14 @@ from adacomp_mpi.dist.launch import Launch
 from adacomp_mpi.models import ModelInputs, build_model, user_model_digest
 
 from .config import TrainConfig
+from .correction import local_update, optimizer_config, why_not
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
 from .model_file import init_from
 from .optim import OPTIMIZERS
 from .overlap import OverlappedEncoder
+from .overlap_choice import OverlapTrial
 from .schedule import Schedule
 from .trainer import Trainer
 
@@ -121,22 +123,42 @@ def build_trainer(
     if config.init_from is not None:  # rank 0 reads, the broadcast below shares
         agree(comm, lambda: init_from(model, config.init_from) if comm.rank == 0 else None)
     broadcast_module(model, comm)
-    policy = CompressionPolicy(bin_sizes=dict(config.bin_sizes), dense_below=config.dense_below)
+    policy = CompressionPolicy(
+        bin_sizes=dict(config.bin_sizes),
+        dense_below=config.dense_below,
+        compress_vectors=config.compress_vectors,
+    )
     specs, params = gradient_specs(model, policy)
     check_bin_size_keys(dict(config.bin_sizes), specs)
-    codec_config = agree(comm, lambda: CodecConfig(config.scale_rule, config.index_coding))
+    update = local_update(config, comm.size)
+    if why_not(config):
+        get_logger().info("momentum correction off: %s", why_not(config))
+    codec_config = agree(
+        comm,
+        lambda: CodecConfig(
+            config.scale_rule,
+            config.index_coding,
+            momentum=update.momentum,
+            shared_beta=config.scalecom_beta,
+            shared_values=config.scalecom_values,
+        ),
+    )
     state = make_state(specs, codec_config)
     bridge = GradientBridge(params, specs)
-    overlap = config.overlap and config.compression == "adacomp" and spare_core
-    if config.overlap and config.compression == "adacomp" and not spare_core:
+    wanted = config.overlap != "off" and config.compression == "adacomp"
+    overlap = wanted and spare_core
+    if wanted and not spare_core:
         get_logger().info("overlap off: no core to spare for the encoder thread on this host")
+    if overlap and update.clip_norm > 0:  # the local norm must be known before any encode
+        overlap = False
+        get_logger().info("overlap off: momentum correction clips the whole local gradient")
     steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
     return Trainer(
         config=config,
         comm=comm,
         dataset=dataset,
         model=model,
-        optimizer=OPTIMIZERS[config.optimizer](params, config),
+        optimizer=OPTIMIZERS[config.optimizer](params, optimizer_config(config, update)),
         codec_state=state,
         exchange=make_exchange(config.compression, comm=comm, state=state),
         bridge=bridge,
@@ -147,7 +169,11 @@ def build_trainer(
             world_size=comm.size,
             dense_mode=config.compression == "none",
         ),
-        overlap=OverlappedEncoder(params, bridge=bridge, state=state) if overlap else None,
+        overlap=OverlappedEncoder(params, bridge=bridge, state=state, prepare=update.decay_hook)
+        if overlap
+        else None,
+        overlap_trial=OverlapTrial() if overlap and config.overlap == "auto" else None,
+        local=update,
         schedule=Schedule(
             name=config.lr_schedule,
             warmup_steps=config.lr_warmup_steps,

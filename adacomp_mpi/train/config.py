@@ -8,6 +8,7 @@ from typing import Any
 
 RUNS_DIR = Path("runs")  # where a run without --output-dir gets a fresh directory
 LATEST_LINK = "latest"  # RUNS_DIR/latest -> the newest of them
+OVERLAP_MODES = ("auto", "on", "off")  # --overlap; auto: train/overlap_choice.py
 CHECKPOINTS_DIR = "checkpoints"  # OUTPUT_DIR/checkpoints/<step-N> holds a run's checkpoints
 
 
@@ -30,8 +31,12 @@ class TrainConfig:
     dense_below: int = 256
     scale_rule: str = "mean_abs"
     index_coding: str = "auto"
-    overlap: bool = True  # encode each gradient on a worker thread during backward
+    overlap: str = "auto"  # encode during backward: on, off, or auto (the faster, timed)
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
+    momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
+    compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
+    scalecom_beta: float = 1.0  # scalecom: residue low-pass filter; 1: plain error feedback
+    scalecom_values: str = "fp32"  # scalecom: value type in the Allreduce (fp32 or fp16)
     lr_schedule: str = "constant"  # constant, step or cosine (train/schedule.py)
     lr_warmup_steps: int = 0  # linear learning-rate warm-up from 0
     lr_step_every: int = 0  # step schedule: decay every N steps (0: at 1/2 and 3/4)
@@ -93,6 +98,10 @@ TRAJECTORY_OPTIONS = (
     "scale_rule",
     "index_coding",
     "dense_warmup_steps",
+    "momentum_correction",
+    "compress_vectors",
+    "scalecom_beta",
+    "scalecom_values",
     "lr_schedule",
     "lr_warmup_steps",
     "lr_step_every",
@@ -105,3 +114,7 @@ TRAJECTORY_OPTIONS = (
     "val_fraction",
     "seed",
 )
+
+# What a run whose checkpoint predates an option did, where that is not the
+# option's default today (the remedies came after the first checkpoints).
+PREDATED: dict[str, Any] = {"momentum_correction": False, "compress_vectors": False}

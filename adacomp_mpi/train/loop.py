@@ -50,6 +50,7 @@ class Loop:
         record = trainer.ledger.record_step(
             summed,
             sizes=traffic.sizes,
+            received=traffic.received_per_rank,
             lr=trainer.optimizer.param_groups[0]["lr"],
             step_seconds=step_seconds,
             wall_seconds=self.elapsed(),
@@ -61,6 +62,20 @@ class Loop:
             ratio=record["cumulative_compression_ratio"],
         )
         return summed
+
+    def _time_overlap(self, summed: GlobalStep) -> None:
+        """--overlap auto: feed the trial this step's time, which the per-step
+        Allreduce made the same on every rank; log the choice once made."""
+        trainer = self.trainer
+        choice = trainer.overlap_trial.observe(trainer.overlapping, sum(summed.seconds.values()))
+        if choice is not None:
+            medians = trainer.overlap_trial.medians()
+            get_logger().info(
+                "overlap auto: %s (%.2f ms a step encoding during backward, %.2f ms after)",
+                "on" if choice else "off",
+                1e3 * medians[True],
+                1e3 * medians[False],
+            )
 
     def _handle_void(self, traffic: StepTraffic) -> None:
         trainer = self.trainer
@@ -140,6 +155,8 @@ class Loop:
             consumed = min((index + 1) * accumulate, micro_batches)
             ledger.position = Position(ledger.step + 1, epoch, consumed)
             summed = self._record_step(local, traffic, time.perf_counter() - step_started)
+            if trainer.overlap_trial is not None:
+                self._time_overlap(summed)
             loss_sum, count = loss_sum + local.loss_sum, count + local.count
             if not traffic.applied:
                 self._handle_void(traffic)

@@ -195,7 +195,7 @@ def _train(
     launch = describe_launch(comm)
     device = choose_device(launch, comm.rank)
     # The encoder thread gets a core of its own on the CPU, or none at all.
-    encoder_core = config.overlap and cores_per_rank(launch, comm.rank) >= 2
+    encoder_core = config.overlap != "off" and cores_per_rank(launch, comm.rank) >= 2
     on_cpu = device.type == "cpu"
     set_compute_threads(launch, comm.rank, reserve=int(encoder_core and on_cpu))
     trainer = build_trainer(config, comm, device, spare_core=encoder_core or not on_cpu)

@@ -28,10 +28,12 @@ from adacomp_mpi.dist.exchange import Exchange, StepTraffic
 from adacomp_mpi.dist.watchdog import Heartbeat, NoHeartbeat
 
 from .config import TrainConfig
+from .correction import LocalUpdate
 from .gradients import GradientBridge
 from .ledger import Ledger
 from .metrics import LocalStep
 from .overlap import OverlappedEncoder
+from .overlap_choice import OverlapTrial
 from .schedule import Schedule
 from .sharding import batches, eval_shard
 from .tasks import TASKS
@@ -70,6 +72,9 @@ class Trainer:
     model_sha256: str | None = None  # a user model's source file, to notice a change on resume
     heartbeat: Heartbeat = field(default_factory=NoHeartbeat)
     overlap: OverlappedEncoder | None = None  # encodes during backward when set
+    overlap_trial: OverlapTrial | None = None  # --overlap auto, until it has chosen
+    overlapping: bool = False  # whether the step in progress encodes during backward
+    local: LocalUpdate = field(default_factory=LocalUpdate)  # momentum correction's side
     schedule: Schedule = field(default_factory=Schedule)
 
     @property
@@ -93,7 +98,7 @@ class Trainer:
             inputs, targets = self._tensors(self.dataset.x_train, self.dataset.y_train, rows)
             with self.autocast():
                 score = TASKS[self.dataset.task](self.model(inputs), targets)
-            if self.overlap is not None and index == len(micro_batches) - 1:
+            if self.overlapping and index == len(micro_batches) - 1:
                 self.overlap.begin(dense=dense)
             # Weighted so the sum over micro-batches is the mean over all their rows.
             (score.loss * (len(rows) / rows_total)).backward()
@@ -110,9 +115,13 @@ class Trainer:
         started = time.perf_counter()
         self.heartbeat.beat("forward_backward", self.step)
         dense = self.step < self.config.dense_warmup_steps
+        self.overlapping = self.overlap is not None and (
+            self.overlap_trial is None or self.overlap_trial.next_mode()
+        )
         totals = self._backward(micro_batches, dense)
         backward_done = time.perf_counter()
-        if self.overlap is None:
+        if not self.overlapping:
+            self.local.apply(self.bridge.params)  # weight decay, clipping: before the codec
             grads = self.bridge.to_host()
             finite = totals.finite and grads.is_finite()
             encoded, waited = None, None
@@ -143,7 +152,7 @@ class Trainer:
     def _optimizer_step(self) -> None:
         """The averaged gradient into .grad, clipped if asked, at this step's rate."""
         self.bridge.from_host()
-        if self.config.clip_grad_norm > 0:
+        if self.config.clip_grad_norm > 0 and not self.local.active:  # else clipped locally
             torch.nn.utils.clip_grad_norm_(self.bridge.params, self.config.clip_grad_norm)
         rate = self.config.lr * self.schedule.factor(self.step)
         for group in self.optimizer.param_groups:

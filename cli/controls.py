@@ -19,7 +19,7 @@ from adacomp_mpi.train.schedule import SCHEDULES
 from .common import launcher_rank
 
 DEFAULTS = TrainConfig()
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 CONTROLS = [
     click.option(
         "--dense-warmup-steps",
@@ -69,7 +69,8 @@ CONTROLS = [
         "--precision",
         type=click.Choice(PRECISIONS),
         default=DEFAULTS.precision,
-        help="bf16: autocast the forward pass (for CUDA; works but is slow on CPUs).",
+        help="bf16/fp16: autocast the forward pass (for CUDA; works but is slow on CPUs); "
+        "fp16 adds a dynamic loss scale kept identical on every rank.",
     ),
     click.option(
         "--max-steps",

@@ -19,6 +19,7 @@ from adacomp_mpi.report.runs import read_records
 from adacomp_mpi.train.build import build_trainer
 from adacomp_mpi.train.config import TrainConfig
 from adacomp_mpi.train.gradients import parameter_digest
+from adacomp_mpi.train.loss_scale import LossScale
 from adacomp_mpi.train.run import train
 from adacomp_mpi.train.schedule import Schedule
 
@@ -196,3 +197,27 @@ def test_a_changed_model_file_refuses_to_resume(tmp_path: Path) -> None:
     source.write_text(source.read_text() + "# changed\n")
     with pytest.raises(UsageError, match=r"resume would change the training run \(model file"):
         train(_config(tmp_path / "run", model=model, resume="auto"), LocalCommunicator())
+
+
+def test_the_fp16_loss_scale_halves_on_an_overflow_and_doubles_after_clean_steps() -> None:
+    scale = LossScale(value=1024.0, growth_interval=3)
+    scale.update(applied=False)
+    assert scale.value == 512.0 and scale.clean_steps == 0
+    for _ in range(3):
+        scale.update(applied=True)
+    assert scale.value == 1024.0 and scale.clean_steps == 0
+    for _ in range(20):
+        scale.update(applied=False)
+    assert scale.value == 1.0  # never below 1: an overflow there is a real non-finite
+
+
+def test_fp16_trains_with_true_gradients_in_the_codec_and_resumes_bit_identically(
+    tmp_path: Path,
+) -> None:
+    straight = train(_config(tmp_path / "a", precision="fp16", epochs=2), LocalCommunicator())
+    assert straight["test_accuracy"] > 0.6 and straight["skipped_steps"] <= 2  # chance: 0.1
+    first = _config(tmp_path / "b", precision="fp16", checkpoint_every=1, checkpoint_unit="epochs")
+    train(first, LocalCommunicator())
+    again = _config(tmp_path / "b", precision="fp16", epochs=2, resume="auto")
+    resumed = train(again, LocalCommunicator())
+    assert resumed["param_digest"] == straight["param_digest"]

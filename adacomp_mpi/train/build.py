@@ -27,6 +27,7 @@ from .correction import local_update, optimizer_config, why_not
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
+from .loss_scale import LossScale
 from .model_file import init_from
 from .optim import OPTIMIZERS
 from .overlap import OverlappedEncoder
@@ -149,6 +150,9 @@ def build_trainer(
     overlap = wanted and spare_core
     if wanted and not spare_core:
         get_logger().info("overlap off: no core to spare for the encoder thread on this host")
+    if overlap and config.precision == "fp16":  # gradients are unscaled after backward
+        overlap = False
+        get_logger().info("overlap off: fp16 gradients are unscaled only after backward")
     if overlap and update.clip_norm > 0:  # the local norm must be known before any encode
         overlap = False
         get_logger().info("overlap off: momentum correction clips the whole local gradient")
@@ -173,6 +177,7 @@ def build_trainer(
         if overlap
         else None,
         overlap_trial=OverlapTrial() if overlap and config.overlap == "auto" else None,
+        loss_scale=LossScale() if config.precision == "fp16" else None,
         local=update,
         schedule=Schedule(
             name=config.lr_schedule,

@@ -43,7 +43,7 @@ class TrainConfig:
     lr_gamma: float = 0.1  # step schedule: decay factor
     clip_grad_norm: float = 0.0  # clip the averaged gradient to this global norm; 0: off
     accumulate: int = 1  # micro-batches per optimizer step (one exchange per step)
-    precision: str = "fp32"  # or bf16 (autocast of the forward pass)
+    precision: str = "fp32"  # bf16 or fp16: autocast of the forward pass (fp16: loss scale)
     max_steps: int = 0  # stop after this many optimizer steps; 0: the epochs decide
     time_limit: float = 0.0  # stop (with a checkpoint) after this many seconds; 0: off
     eval_every: int = 0  # also evaluate every N optimizer steps; 0: once per epoch

@@ -37,6 +37,7 @@ def save_checkpoint(trainer: Trainer) -> None:
             "ledger": trainer.ledger.state_dict(),
             "config": trainer.config.to_dict(),
             "model_sha256": trainer.model_sha256,
+            "loss_scale": trainer.loss_scale.state_dict() if trainer.loss_scale else None,
         },
         rank_state={"codec": codec, "torch_rng": torch.get_rng_state()},
         keep=trainer.config.keep_checkpoints,
@@ -75,6 +76,8 @@ def restore(trainer: Trainer, common: dict[str, Any], rank_state: dict[str, Any]
         trainer.model.load_state_dict(common["model"])
         trainer.optimizer.load_state_dict(common["optimizer"])
         trainer.ledger.load_state_dict(common["ledger"])
+        if trainer.loss_scale is not None and common.get("loss_scale") is not None:
+            trainer.loss_scale.load_state_dict(common["loss_scale"])
         codec = dict(rank_state["codec"])
         for key in CODEC_ARRAYS:
             if key in codec:

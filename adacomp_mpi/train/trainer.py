@@ -31,6 +31,7 @@ from .config import TrainConfig
 from .correction import LocalUpdate
 from .gradients import GradientBridge
 from .ledger import Ledger
+from .loss_scale import LossScale
 from .metrics import LocalStep
 from .overlap import OverlappedEncoder
 from .overlap_choice import OverlapTrial
@@ -55,6 +56,10 @@ class BatchTotals:
         self.finite = self.finite and math.isfinite(mean_loss)
 
 
+# --precision: the dtype autocast runs the forward pass in (fp32: no autocast)
+AUTOCAST_TYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class Trainer:
     """One run's live objects."""
@@ -74,6 +79,7 @@ class Trainer:
     overlap: OverlappedEncoder | None = None  # encodes during backward when set
     overlap_trial: OverlapTrial | None = None  # --overlap auto, until it has chosen
     overlapping: bool = False  # whether the step in progress encodes during backward
+    loss_scale: LossScale | None = None  # --precision fp16
     local: LocalUpdate = field(default_factory=LocalUpdate)  # momentum correction's side
     schedule: Schedule = field(default_factory=Schedule)
 
@@ -101,7 +107,8 @@ class Trainer:
             if self.overlapping and index == len(micro_batches) - 1:
                 self.overlap.begin(dense=dense)
             # Weighted so the sum over micro-batches is the mean over all their rows.
-            (score.loss * (len(rows) / rows_total)).backward()
+            weight = len(rows) / rows_total * (self.loss_scale.value if self.loss_scale else 1.0)
+            (score.loss * weight).backward()
             totals.add(float(score.loss.detach()), score.count)
         return totals
 
@@ -120,6 +127,8 @@ class Trainer:
         )
         totals = self._backward(micro_batches, dense)
         backward_done = time.perf_counter()
+        if self.loss_scale is not None:  # fp16: the codec and the residues see true gradients
+            torch._foreach_mul_([p.grad for p in self.bridge.params], 1 / self.loss_scale.value)
         if not self.overlapping:
             self.local.apply(self.bridge.params)  # weight decay, clipping: before the codec
             grads = self.bridge.to_host()
@@ -130,6 +139,8 @@ class Trainer:
             waited = time.perf_counter() - backward_done  # the encode time backward did not hide
         self.heartbeat.beat(self.exchange.collective, self.step)
         traffic = self.exchange.average(grads, dense=dense, finite=finite, encoded=encoded)
+        if self.loss_scale is not None:
+            self.loss_scale.update(applied=traffic.applied)
         exchanged = time.perf_counter()
         self.heartbeat.beat("optimizer", self.step)
         if traffic.applied:
@@ -160,9 +171,9 @@ class Trainer:
         self.optimizer.step()
 
     def autocast(self) -> AbstractContextManager:
-        """bf16 autocast of the forward pass when asked, else nothing."""
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        """bf16/fp16 autocast of the forward pass when asked, else nothing."""
+        if self.config.precision in AUTOCAST_TYPES:
+            return torch.autocast(self.device.type, dtype=AUTOCAST_TYPES[self.config.precision])
         return nullcontext()
 
     def _finish_overlapped(self, loss_finite: bool) -> tuple[GradientBuffer, bool, Encoded | None]:

@@ -31,9 +31,9 @@ import uuid
 from pathlib import Path
 
 import click
+from twohost import TWOHOST, twohost
 
 REPO = Path(__file__).resolve().parents[1]
-TWOHOST = REPO / "scripts" / "netns" / "twohost.sh"
 VENV = Path(sys.executable).parent
 PEER = REPO / "scripts" / "ddp_peer.py"
 SYSTEMS: dict[str, list[str]] = {
@@ -46,15 +46,6 @@ SYSTEMS: dict[str, list[str]] = {
 }
 
 
-def _twohost(*args: str, timeout: float = 60) -> str:
-    done = subprocess.run(
-        ["bash", str(TWOHOST), *args], capture_output=True, text=True, timeout=timeout
-    )
-    if done.returncode != 0:
-        raise click.ClickException(f"twohost {args[0]}: {done.stderr.strip() or done.stdout}")
-    return done.stdout.strip()
-
-
 def _command(system: str, job: list[str], out: Path) -> list[str]:
     kind, *flags = SYSTEMS[system]
     if kind == "trainer":
@@ -65,7 +56,7 @@ def _command(system: str, job: list[str], out: Path) -> list[str]:
 
 
 def _run(prefix: str, system: str, job: list[str], out: Path, timeout: float) -> dict:
-    before = int(_twohost("bytes", prefix))
+    before = int(twohost("bytes", prefix))
     started = time.monotonic()
     done = subprocess.run(
         ["bash", str(TWOHOST), "mpiexec", prefix, "-ppn", "1", "-n", "2",
@@ -81,7 +72,7 @@ def _run(prefix: str, system: str, job: list[str], out: Path, timeout: float) ->
         "system": system,
         "wall_s": wall,
         "test_accuracy": summary["test_accuracy"],
-        "link_bytes": int(_twohost("bytes", prefix)) - before,
+        "link_bytes": int(twohost("bytes", prefix)) - before,
     }
 
 
@@ -128,11 +119,11 @@ def main(
     if (data := REPO / "data" / dataset).is_dir():
         job += ["--data-path", str(data)]
     prefix = "bl" + uuid.uuid4().hex[:8]
-    _twohost("up", prefix, rate)
+    twohost("up", prefix, rate)
     try:
         rows = [_run(prefix, s, job, (out / s).resolve(), timeout) for s in names]
     finally:
-        _twohost("down", prefix)
+        twohost("down", prefix)
     click.echo(f"{model} on {dataset}, {epochs} epochs, batch {batch_size}/rank, lr {lr}, "
                f"2 hosts x 1 rank, link {rate}\n")  # fmt: skip
     click.echo(_table(rows))

@@ -31,20 +31,11 @@ import uuid
 from pathlib import Path
 
 import click
+from twohost import TWOHOST, twohost
 
 REPO = Path(__file__).resolve().parents[1]
-TWOHOST = REPO / "scripts" / "netns" / "twohost.sh"
 VENV = Path(sys.executable).parent
 MODES = ("none", "adacomp", "scalecom")
-
-
-def _twohost(*args: str, timeout: float = 60) -> str:
-    done = subprocess.run(
-        ["bash", str(TWOHOST), *args], capture_output=True, text=True, timeout=timeout
-    )
-    if done.returncode != 0:
-        raise click.ClickException(f"twohost {args[0]}: {done.stderr.strip() or done.stdout}")
-    return done.stdout.strip()
 
 
 def _steps(out: Path) -> list[dict]:
@@ -91,7 +82,7 @@ def _launch(ranks: int, command: list[str], prefix: str | None, timeout: float) 
 def _cell(mode: str, ranks: int, steps: int, skip: int, job: list[str], out: Path,
           prefix: str | None, timeout: float) -> dict:  # fmt: skip
     where = out / f"{mode}-n{ranks}"
-    before = int(_twohost("bytes", prefix)) if prefix else 0
+    before = int(twohost("bytes", prefix)) if prefix else 0
     _launch(ranks, _job(mode, steps, where, job), prefix, timeout)
     records = _steps(where)[skip:]
     row = {
@@ -107,10 +98,10 @@ def _cell(mode: str, ranks: int, steps: int, skip: int, job: list[str], out: Pat
         ),
     }
     if prefix:
-        first = int(_twohost("bytes", prefix)) - before
-        before = int(_twohost("bytes", prefix))
+        first = int(twohost("bytes", prefix)) - before
+        before = int(twohost("bytes", prefix))
         _launch(ranks, _job(mode, 2 * steps, where, job), prefix, timeout)
-        second = int(_twohost("bytes", prefix)) - before
+        second = int(twohost("bytes", prefix)) - before
         row["link_per_step"] = (second - first) / steps
     return row
 
@@ -154,7 +145,7 @@ def main(ranks: str, modes: str, steps: int, skip: int, model: str, dataset: str
         job += ["--data-path", str(data)]
     prefix = ("bs" + uuid.uuid4().hex[:8]) if twohost else None
     if prefix:
-        _twohost("up", prefix)
+        twohost("up", prefix)
     try:
         rows = [
             _cell(m, n, steps, skip, job, out.resolve(), prefix, timeout)
@@ -163,7 +154,7 @@ def main(ranks: str, modes: str, steps: int, skip: int, model: str, dataset: str
         ]
     finally:
         if prefix:
-            _twohost("down", prefix)
+            twohost("down", prefix)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=1))
     click.echo(f"{model} on {dataset}, {steps} steps (first {skip} left out), "

@@ -51,9 +51,9 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tta_doc import write_doc
+from twohost import TWOHOST, twohost
 
 REPO = Path(__file__).resolve().parents[1]
-TWOHOST = REPO / "scripts" / "netns" / "twohost.sh"
 VENV = Path(sys.executable).parent
 PEER = REPO / "scripts" / "ddp_peer.py"
 LINK_ADDR = ("10.10.0.1", "10.10.0.2")
@@ -148,15 +148,6 @@ def plan(*, quick: bool) -> list[Cell]:
     return cells + [Cell(w, FOUR_RANK_RATE, 4) for w in WORKLOADS]
 
 
-def _twohost(*args: str, timeout: float = 60) -> str:
-    done = subprocess.run(
-        ["bash", str(TWOHOST), *args], capture_output=True, text=True, timeout=timeout
-    )
-    if done.returncode != 0:
-        raise click.ClickException(f"twohost {args[0]}: {done.stderr.strip() or done.stdout}")
-    return done.stdout.strip()
-
-
 def trainer_help() -> str:
     done = subprocess.run(
         [str(VENV / "adacomp-train"), "train", "--help"], capture_output=True, text=True, timeout=60
@@ -228,7 +219,7 @@ def run_system(
     command = system_command(name, flags, workload, job, out, next(PORTS))
     placement = ["-ppn", str(cell.ranks // 2), "-n", str(cell.ranks)]
     full = ["bash", str(TWOHOST), "mpiexec", prefix, *placement, *command]
-    load_before, before = load_average(), int(_twohost("bytes", prefix))
+    load_before, before = load_average(), int(twohost("bytes", prefix))
     started = time.monotonic()
     try:
         done = subprocess.run(full, capture_output=True, text=True, timeout=workload.timeout)
@@ -242,7 +233,7 @@ def run_system(
         "command": shown_command(
             ["scripts/netns/twohost.sh", "mpiexec", "PREFIX", *placement, *command]
         ),
-        "link_bytes": int(_twohost("bytes", prefix)) - before,
+        "link_bytes": int(twohost("bytes", prefix)) - before,
         "wall_seconds": wall,
         "load_before": load_before,
         "load_after": load_average(),
@@ -341,7 +332,7 @@ def run_cell(cell: Cell, systems: list[str], *, out: Path, work: Path, data_dir:
     saved = json.loads(path.read_text()) if path.exists() else {}
     help_text = trainer_help()
     prefix = "tta" + uuid.uuid4().hex[:8]
-    _twohost("up", prefix, cell.rate)
+    twohost("up", prefix, cell.rate)
     try:
         ceiling = link_ceiling(prefix)
         record = {
@@ -390,7 +381,7 @@ def run_cell(cell: Cell, systems: list[str], *, out: Path, work: Path, data_dir:
             )
             click.echo(f"{cell.name} {name}: {state}", err=True)
     finally:
-        _twohost("down", prefix)
+        twohost("down", prefix)
 
 
 def machine() -> str:

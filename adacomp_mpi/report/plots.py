@@ -114,6 +114,15 @@ def smoothed(x: np.ndarray, y: np.ndarray, window: int) -> tuple[np.ndarray, np.
     return x[window - 1 :], moving_average(y, window)
 
 
+def plot_smoothed(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str) -> bool:
+    """The raw curve faint, its moving average on top; whether it was smoothed."""
+    window = smoothing_window(len(y))
+    if window > 1:
+        ax.plot(x, y, color=color, lw=0.6, alpha=0.25)
+    ax.plot(*smoothed(x, y, window), color=color)
+    return window > 1
+
+
 def plot_loss(runs: Sequence[Run]) -> Figure:
     """Training loss against steps and against bytes: what compression costs in convergence."""
     figure, (by_step, by_bytes) = _figure(2)
@@ -122,12 +131,8 @@ def plot_loss(runs: Sequence[Run]) -> Figure:
         steps = np.asarray(run.column("step"), dtype=np.float64)
         loss = np.asarray(run.column("loss"), dtype=np.float64)
         sent = cumulative_bytes(run)
-        window = smoothing_window(len(loss))
         for ax, x in ((by_step, steps), (by_bytes, sent)):
-            if window > 1:
-                ax.plot(x, loss, color=run_color(index), lw=0.6, alpha=0.25)
-            ax.plot(*smoothed(x, loss, window), color=run_color(index))
-        smoothed_any |= window > 1
+            smoothed_any |= plot_smoothed(ax, x, loss, color=run_color(index))
     all_loss = np.concatenate([np.asarray(run.column("loss"), dtype=np.float64) for run in runs])
     finite = all_loss[np.isfinite(all_loss)]
     # log y only pays off when the loss falls by more than 10x over the runs

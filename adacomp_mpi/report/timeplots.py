@@ -22,9 +22,8 @@ from .plots import (
     PlainLogFormatter,
     _figure,
     _run_legend,
+    plot_smoothed,
     run_color,
-    smoothed,
-    smoothing_window,
 )
 from .runs import Run
 
@@ -44,10 +43,7 @@ def plot_time_to_accuracy(runs: Sequence[Run]) -> Figure:
     for index, run in enumerate(runs):
         seconds = np.asarray(run.column("wall_seconds"), dtype=np.float64)
         loss = np.asarray(run.column("loss"), dtype=np.float64)
-        window = smoothing_window(len(loss))
-        if window > 1:
-            loss_ax.plot(seconds, loss, color=run_color(index), lw=0.6, alpha=0.25)
-        loss_ax.plot(*smoothed(seconds, loss, window), color=run_color(index))
+        plot_smoothed(loss_ax, seconds, loss, color=run_color(index))
         evaluations = run.evaluations()
         if evaluations:
             evaluated = True

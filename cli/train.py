@@ -12,7 +12,6 @@ import click
 
 from adacomp_mpi.codec.indexcoding import METHOD_NAMES
 from adacomp_mpi.codec.selection import SCALE_RULES
-from adacomp_mpi.codec.state import SHARED_VALUE_TYPES
 from adacomp_mpi.common.errors import StopTraining, UsageError
 from adacomp_mpi.dist.exchange import EXCHANGES
 from adacomp_mpi.train.config import OVERLAP_MODES, TrainConfig
@@ -24,6 +23,7 @@ from .configfile import apply_config
 from .controls import resolve_deprecated, training_controls
 from .options import BinSizeType, EveryType, KeyValueType, bin_size_table, key_value_table
 from .outputs import output_options
+from .scalecom_options import scalecom_options
 from .sources import CheckedCommand
 
 DEFAULTS = TrainConfig()
@@ -128,7 +128,12 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
     "cnn 0.01 with sgd; 0.001 with adam]",
 )
 @click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)), default=DEFAULTS.optimizer)
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=DEFAULTS.momentum)
+@click.option(
+    "--momentum",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=DEFAULTS.momentum,
+    help="SGD momentum, or Adam's beta1.",
+)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS.weight_decay)
 @click.option("--compression", type=click.Choice(sorted(EXCHANGES)), default=DEFAULTS.compression)
 @click.option(
@@ -149,19 +154,6 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option("--scale-rule", type=click.Choice(sorted(SCALE_RULES)), default=DEFAULTS.scale_rule)
 @click.option(
     "--index-coding", type=click.Choice(sorted(METHOD_NAMES)), default=DEFAULTS.index_coding
-)
-@click.option(
-    "--scalecom-beta",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=DEFAULTS.scalecom_beta,
-    help="--compression scalecom: low-pass filter on the residue, "
-    "R <- (1-beta) R + beta (G - sent); 1: plain error feedback (docs/SCALING.md).",
-)
-@click.option(
-    "--scalecom-values",
-    type=click.Choice(SHARED_VALUE_TYPES),
-    default=DEFAULTS.scalecom_values,
-    help="--compression scalecom: value type summed by the Allreduce.",
 )
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option(
@@ -228,6 +220,7 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
 @click.option("--log-all-ranks", is_flag=True, help="Every rank logs, not just rank 0.")
 @training_controls
 @accuracy_options
+@scalecom_options
 @output_options
 def train(**options: object) -> None:
     """Train a model with every rank's gradients AdaComp-compressed.

@@ -41,7 +41,8 @@ import torch
 from adacomp_mpi.codec.api import decode_mean, encode
 from adacomp_mpi.codec.indexcoding import METHOD_NAMES
 from adacomp_mpi.codec.shared_indices import accumulate, commit, contribution, write_mean
-from adacomp_mpi.codec.shared_wire import pack_positions, unpack_positions
+from adacomp_mpi.codec.shared_selection import selection_of
+from adacomp_mpi.codec.shared_wire import compressed_specs, pack_positions, unpack_positions
 from adacomp_mpi.codec.specs import CompressionPolicy
 from adacomp_mpi.codec.state import make_state
 from adacomp_mpi.datasets import load_dataset
@@ -106,12 +107,14 @@ def _codec_seconds(model: str, dataset: str, steps: int = 40, warm: int = 20) ->
     e_a = _fastest(lambda g: payloads.append(encode(g, state)), batches, warm)
     d_a = _fastest(lambda ps: decode_mean(ps, specs), [payloads[-8:]] * 20, 0) / 8
     shared, methods = make_state(specs), METHOD_NAMES["auto"]
+    per_bin = [selection_of(shared.config).count_for(s) for s in compressed_specs(specs)]
     out = {s.name: np.zeros(s.numel, np.float32) for s in specs}
     last = []
 
     def scalecom_step(grads: dict) -> None:  # the leader's share: select, code, gather, update
         positions = accumulate(grads, shared, leader=True)
-        unpack_positions(pack_positions(positions, specs, methods=methods).data, specs)
+        message = pack_positions(positions, specs, methods=methods, per_bin=per_bin)
+        unpack_positions(message.data, specs)
         part = contribution(grads, shared, positions)
         commit(shared, positions, part.values)
         last[:] = [part, positions]

@@ -5,7 +5,8 @@ Each simulated rank has its own codec state and its own shard of a real
 dataset; every step each computes a real gradient of the same real model on
 its batch. Per step and mode:
 
-* ``scalecom``: every rank runs AdaComp's selection on its own accumulated
+* ``scalecom``: every rank runs the leader's rule (``--selection``: fixed M
+  per bin, or AdaComp's adaptive rule) on its own accumulated
   gradient too (measurement only); the leader's (step mod N) positions are
   used by all. Recorded: the *index overlap* |own ∩ leader| / |own| and the
   *mass overlap* (the share of sum |G_r| over own positions that the leader's
@@ -17,7 +18,7 @@ The mean goes into the model's gradients and one SGD-momentum step follows,
 as in the trainer (identical replicas: one model suffices). At the end, test
 accuracy on the whole test split.
 
-    .venv/bin/python scripts/sim_scalecom.py --ranks 2,8,32,64 --steps 150
+    .venv/bin/python scripts/sim_scalecom.py --ranks 2,8,32,64 --steps 150 --selection adaptive
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 from adacomp_mpi.codec.api import decode_mean, encode
 from adacomp_mpi.codec.shared_indices import accumulate, commit, contribution
+from adacomp_mpi.codec.shared_selection import SELECTION_RULES, ScaleComConfig, SharedSelection
 from adacomp_mpi.codec.specs import CompressionPolicy
 from adacomp_mpi.codec.state import make_state
 from adacomp_mpi.datasets import load_dataset
@@ -107,12 +109,13 @@ MEANS = {"scalecom": _scalecom_mean, "adacomp": _adacomp_mean, "dense": _dense_m
 
 
 def simulate(mode: str, ranks: int, steps: int, *, dataset, model_name: str, batch: int,
-             lr: float, seed: int) -> dict:  # fmt: skip
+             lr: float, seed: int, selection: str = "fixed") -> dict:  # fmt: skip
     torch.manual_seed(seed)
     inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
     model = build_model(model_name, inputs, {})
     specs, params = gradient_specs(model, CompressionPolicy())
-    states = [make_state(specs) for _ in range(ranks)]
+    config = ScaleComConfig(shared_selection=SharedSelection(selection))
+    states = [make_state(specs, config) for _ in range(ranks)]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
     x_train = torch.from_numpy(dataset.x_train)
     y_train = torch.from_numpy(dataset.y_train).long()
@@ -150,9 +153,10 @@ def simulate(mode: str, ranks: int, steps: int, *, dataset, model_name: str, bat
 @click.option("--model", default="mlp")
 @click.option("--dataset", default="fashion_mnist")
 @click.option("--seed", type=int, default=0)
+@click.option("--selection", type=click.Choice(sorted(SELECTION_RULES)), default="fixed")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
 def main(ranks: str, modes: str, steps: int, batch_size: int, lr: float, model: str,
-         dataset: str, seed: int, json_out: Path | None) -> None:  # fmt: skip
+         dataset: str, seed: int, selection: str, json_out: Path | None) -> None:  # fmt: skip
     """Print one Markdown row per (mode, N)."""
     torch.set_num_threads(1)
     path = REPO / "data" / dataset
@@ -163,7 +167,7 @@ def main(ranks: str, modes: str, steps: int, batch_size: int, lr: float, model: 
     for n in (int(r) for r in ranks.split(",")):
         for mode in modes.split(","):
             row = simulate(mode, n, steps, dataset=data, model_name=model, batch=batch_size,
-                           lr=lr, seed=seed)  # fmt: skip
+                           lr=lr, seed=seed, selection=selection)  # fmt: skip
             rows.append(row)
             shown = [f"{row[k]:.3f}" if k in row else "-" for k in SHOWN]
             click.echo(f"| {mode} | {n} | {steps} | {row['test_accuracy']:.4f} | "

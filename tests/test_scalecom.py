@@ -24,6 +24,10 @@ from adacomp_mpi.codec.shared_indices import (
     void_flags,
     voided_ranks,
 )
+from adacomp_mpi.codec.shared_selection import (
+    ScaleComConfig,
+    SharedSelection,
+)
 from adacomp_mpi.codec.shared_wire import pack_positions, unpack_positions
 from adacomp_mpi.codec.state import CodecConfig
 from adacomp_mpi.dist.buffer import GradientBuffer
@@ -36,6 +40,11 @@ SPECS = [
     TensorSpec("bias", 9, "other", 500, compress=False),
 ]
 AUTO = METHOD_NAMES["auto"]
+RULES = ("fixed", "adaptive")
+
+
+def config_of(rule: str, **options: Any) -> ScaleComConfig:
+    return ScaleComConfig(shared_selection=SharedSelection(rule), **options)
 
 
 def grads_of(seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -56,8 +65,8 @@ def warmed_state(config: CodecConfig | None = None, steps: int = 3, seed: int = 
 # -- the codec, in process ------------------------------------------------------
 
 
-def test_leader_positions_are_adacomps_selection() -> None:
-    state = warmed_state()
+def test_adaptive_leader_positions_are_adacomps_selection() -> None:
+    state = warmed_state(config_of("adaptive"))
     reference = [r.copy() for r in state.residues]
     grads = grads_of(77)
     positions = accumulate(grads, state, leader=True)
@@ -77,10 +86,11 @@ def test_leader_positions_are_adacomps_selection() -> None:
         assert np.array_equal(where, selection.indices)
 
 
+@pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("values", ["fp32", "fp16"])
-def test_error_feedback_is_exact_per_rank(values: str) -> None:
+def test_error_feedback_is_exact_per_rank(values: str, rule: str) -> None:
     """R_after + contributed == R_before + dW, bit for bit, on every rank."""
-    config = CodecConfig(shared_values=values)
+    config = config_of(rule, shared_values=values)
     ranks = [warmed_state(config, seed=r) for r in range(3)]
     grads = [grads_of(50 + r) for r in range(3)]
     before = [[res.copy() for res in s.residues] for s in ranks]
@@ -239,12 +249,20 @@ def train(ranks: int, out: Path, *extra: str) -> Any:
 
 @pytest.mark.mpi
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize(("ranks", "rule"), [(2, "fixed"), (3, "fixed"), (3, "adaptive")])
 def test_training_keeps_replicas_identical_and_resumes_bit_identically(
-    ranks: int, tmp_path: Path
+    ranks: int, rule: str, tmp_path: Path
 ) -> None:
     reference = tmp_path / "reference"
-    result = train(ranks, reference, "--checkpoint-every", "20", "--dense-warmup-steps", "2")
+    options = (
+        "--checkpoint-every",
+        "20",
+        "--dense-warmup-steps",
+        "2",
+        "--scalecom-selection",
+        rule,
+    )
+    result = train(ranks, reference, *options)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = summary_of(reference)
     assert summary["params_identical"] is True
@@ -252,22 +270,16 @@ def test_training_keeps_replicas_identical_and_resumes_bit_identically(
     assert summary["compression_ratio"] > 20
     records = steps_of(reference)
     compressed = records[2:]
+    if rule == "fixed":  # the same bytes per rank at every compressed step
+        assert len({r["bytes_received_per_rank"] for r in compressed}) == 1
+        assert len({r["bytes_sent_max_rank"] for r in compressed}) == 1
     # every rank sends its values, the leader also the index message
     assert all(r["bytes_sent_max_rank"] < r["dense_bytes"] / ranks / 10 for r in compressed)
     assert all(r["bytes_received_per_rank"] < r["bytes_sent"] for r in compressed)
     resumed = tmp_path / "resumed"
     shutil.copytree(reference / "checkpoints", resumed / "checkpoints")
     start = resumed / "checkpoints" / "step-00000020"
-    result = train(
-        ranks,
-        resumed,
-        "--checkpoint-every",
-        "20",
-        "--dense-warmup-steps",
-        "2",
-        "--resume",
-        str(start),
-    )
+    result = train(ranks, resumed, *options, "--resume", str(start))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "resumed from" in result.stdout
     got = summary_of(resumed)

@@ -1,13 +1,14 @@
 """Shared-index compression (ScaleCom, Chen et al., NeurIPS 2020), pure NumPy.
 
 One rank per step, the leader (exchange count mod world size, so it rotates),
-runs AdaComp's bin-local selection on its own accumulated gradient; its
+runs a bin-local selection (``shared_selection``) on its own accumulated gradient; its
 positions are shared with every rank, every rank contributes its *own*
 accumulated values at them, and one Allreduce sums the contributions. Per
 compressed tensor, per rank r, per step:
 
     G_r   = R_r + dW_r                    (every rank, into the spare buffer)
-    I     = AdaComp positions of G_leader (|H| >= bin max, G != 0; selection.py)
+    I     = the leader's positions in G_leader (shared_selection.py: the top M
+            |G| per bin of L_T, or AdaComp's |H| >= bin max, G != 0)
     c_r   = G_r[I]                        (rounded to the value type: fp32 or fp16)
     mean  = (sum over ranks of c_r) / N   at I, 0 elsewhere
     R_r  <- (1 - beta) R_r + beta (G_r - c_r)   beta = 1: plain error feedback
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .finite import all_finite
-from .selection import NonFiniteError, select_positions
+from .selection import NonFiniteError
+from .shared_selection import selection_of
 from .specs import TensorSpec
 from .state import CodecState
 
@@ -77,11 +79,14 @@ def commit_dense(state: CodecState) -> None:
 
 def accumulate(grads: Mapping[str, np.ndarray], state: CodecState, *, leader: bool) -> list:
     """G = R + dW of every compressed tensor into its spare buffer; on the
-    leader also its AdaComp positions (copies, in ``compressed_specs`` order).
+    leader also its positions under the config's selection rule
+    (``shared_selection``: fixed M per bin, or AdaComp's adaptive rule), in
+    ``compressed_specs`` order.
 
     Raises NonFiniteError when some G holds a NaN or an infinity; the
     residues are only read.
     """
+    selection = selection_of(state.config)
     positions = []
     for index in _compressed(state):
         spec = state.specs[index]
@@ -89,10 +94,8 @@ def accumulate(grads: Mapping[str, np.ndarray], state: CodecState, *, leader: bo
         spare = state.workspace.spare(index, spec.numel)
         residue = state.residues[index]
         if leader and spec.numel:
-            found, _ = select_positions(
-                residue, grad, bin_size=spec.bin_size, workspace=state.workspace, out=spare
-            )
-            positions.append(found.copy())
+            found = selection.select(residue, grad, spec=spec, workspace=state.workspace, out=spare)
+            positions.append(found)
         else:
             with np.errstate(over="ignore"):
                 np.add(residue, grad, out=spare)

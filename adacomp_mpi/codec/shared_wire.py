@@ -12,6 +12,12 @@ Positions are coded exactly as in an AdaComp record (``indexcoding``: fixed
 gap words or Rice, whichever is smaller) minus the sign stream, which is
 the last ``ceil(count / 8)`` bytes of an AdaComp record and carries nothing
 here: every rank sends its own values at these positions, signs included.
+
+A tensor selected with a fixed count M per bin (``shared_selection``) is
+coded as method 3 (OFFSETS) instead: param = ceil(log2 L_T), aux = M, and
+each position's offset inside its bin in ``param`` bits, bins in order.
+Its size is fixed by the layout (so the bytes per step cannot drift with N)
+and the count must be the one M implies.
 The parser checks everything before it returns, and raises ``PayloadError``.
 """
 
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitpack import packed_nbytes
+from .bitpack import pack_words, packed_nbytes, unpack_words
 from .errors import PayloadError
 from .indexcoding import CodedIndices, coded_nbytes, decode_indices, encode_indices
 from .specs import TensorSpec, layout_fingerprint
@@ -35,6 +41,7 @@ FLAG_VOID = 1
 HEADER = struct.Struct("<4sBBHIII")
 RECORD = struct.Struct("<BBHII")
 HEADER_BYTES = HEADER.size
+OFFSETS = 3  # fixed-width offsets inside the bins (indexcoding has 1 and 2)
 
 
 def compressed_specs(specs: Sequence[TensorSpec]) -> list[TensorSpec]:
@@ -52,12 +59,31 @@ class IndexMessage:
     coded_bytes: tuple[int, ...] = ()
 
 
-def _record(positions: np.ndarray, spec: TensorSpec, methods: tuple[int, ...]) -> tuple[bytes, int]:
+def offset_width(bin_size: int) -> int:
+    """Bits of one offset inside a bin of ``bin_size`` elements."""
+    return max(1, (bin_size - 1).bit_length())
+
+
+def _bin_starts(numel: int, bin_size: int, per_bin: int) -> np.ndarray:
+    """The first position of the bin of every selected element, in order."""
+    full, tail = divmod(numel, bin_size)
+    starts = np.repeat(np.arange(full, dtype=np.int64) * bin_size, min(per_bin, bin_size))
+    return np.concatenate([starts, np.full(min(per_bin, tail), full * bin_size, np.int64)])
+
+
+def _record(
+    positions: np.ndarray, spec: TensorSpec, methods: tuple[int, ...], per_bin: int
+) -> tuple[bytes, int]:
     """One record and the size of its coded positions."""
-    negative = np.zeros(positions.size, np.bool_)
-    coded = encode_indices(positions, negative, bin_size=spec.bin_size, methods=methods)
-    body = coded.data[: coded.data.size - packed_nbytes(positions.size)]
-    head = RECORD.pack(coded.method, coded.param, 0, positions.size, coded.aux)
+    if per_bin:
+        width = offset_width(spec.bin_size)
+        body = pack_words(positions % spec.bin_size, width)
+        head = RECORD.pack(OFFSETS, width, 0, positions.size, per_bin)
+    else:
+        negative = np.zeros(positions.size, np.bool_)
+        coded = encode_indices(positions, negative, bin_size=spec.bin_size, methods=methods)
+        body = coded.data[: coded.data.size - packed_nbytes(positions.size)]
+        head = RECORD.pack(coded.method, coded.param, 0, positions.size, coded.aux)
     return head + body.tobytes() + bytes(-body.size % 4), body.size
 
 
@@ -66,15 +92,21 @@ def pack_positions(
     specs: Sequence[TensorSpec],
     *,
     methods: tuple[int, ...],
+    per_bin: Sequence[int] = (),
     void: bool = False,
 ) -> IndexMessage:
     """One uint8 message: the sorted positions of every compressed tensor
-    (``positions`` in the order of ``compressed_specs(specs)``)."""
+    (``positions`` in the order of ``compressed_specs(specs)``). ``per_bin``:
+    M per compressed tensor, same order, where the positions are exactly the
+    fixed-count selection (OFFSETS record); 0 or absent: gap-coded."""
     shared = compressed_specs(specs)
     if not void and len(positions) != len(shared):
         raise ValueError(f"{len(positions)} position sets for {len(shared)} compressed tensors")
+    counts = list(per_bin) or [0] * len(shared)
     records = (
-        [] if void else [_record(p, s, methods) for p, s in zip(positions, shared, strict=True)]
+        []
+        if void
+        else [_record(p, s, methods, m) for p, s, m in zip(positions, shared, counts, strict=True)]
     )
     body = b"".join(record for record, _ in records)
     flags = FLAG_VOID if void else 0
@@ -104,25 +136,47 @@ def _check_header(message: np.ndarray, specs: Sequence[TensorSpec]) -> tuple[boo
     return flags == FLAG_VOID, records
 
 
+def _parse_offsets(
+    message: np.ndarray, start: int, spec: TensorSpec, param: int, count: int, per_bin: int
+) -> tuple[np.ndarray, int]:
+    """An OFFSETS record's positions and the end of its coded bytes."""
+    if param != offset_width(spec.bin_size) or per_bin < 1:
+        raise PayloadError(f"{spec.name!r}: offset record of width {param}, M {per_bin}")
+    starts = _bin_starts(spec.numel, spec.bin_size, per_bin)
+    if count != starts.size:
+        raise PayloadError(f"{spec.name!r}: {count} positions, M = {per_bin} implies {starts.size}")
+    end = start + packed_nbytes(count * param)
+    if end > message.size:
+        raise PayloadError(f"index message ends inside the positions of {spec.name!r}")
+    positions = unpack_words(message[start:end], count, param) + starts
+    limit = np.minimum(starts + spec.bin_size, spec.numel)
+    if count and not (positions < limit).all():
+        raise PayloadError(f"{spec.name!r}: an offset lies outside its bin")
+    return positions, end
+
+
 def _parse_record(message: np.ndarray, offset: int, spec: TensorSpec) -> tuple[np.ndarray, int]:
     if offset + RECORD.size > message.size:
         raise PayloadError(f"index message ends inside the record of {spec.name!r}")
     method, param, _, count, aux = RECORD.unpack_from(message, offset)
     if count > spec.numel:
         raise PayloadError(f"{spec.name!r}: {count} positions for {spec.numel} elements")
-    signs = packed_nbytes(count)
-    nbytes = coded_nbytes(method, param, count, aux) - signs
     start = offset + RECORD.size
-    end = start + nbytes
-    if end > message.size:
-        raise PayloadError(f"index message ends inside the positions of {spec.name!r}")
-    data = np.concatenate([message[start:end], np.zeros(signs, np.uint8)])
-    positions, _ = decode_indices(
-        CodedIndices(method, param, aux, data), count=count, numel=spec.numel
-    )
+    if method == OFFSETS:
+        positions, end = _parse_offsets(message, start, spec, param, count, aux)
+    else:
+        signs = packed_nbytes(count)
+        nbytes = coded_nbytes(method, param, count, aux) - signs
+        end = start + nbytes
+        if end > message.size:
+            raise PayloadError(f"index message ends inside the positions of {spec.name!r}")
+        data = np.concatenate([message[start:end], np.zeros(signs, np.uint8)])
+        positions, _ = decode_indices(
+            CodedIndices(method, param, aux, data), count=count, numel=spec.numel
+        )
     if count > 1 and not (np.diff(positions) > 0).all():
         raise PayloadError(f"{spec.name!r}: positions are not strictly increasing")
-    return positions, end + (-nbytes % 4)
+    return positions, end + (-(end - start) % 4)
 
 
 def unpack_positions(message: np.ndarray, specs: Sequence[TensorSpec]) -> list[np.ndarray] | None:
@@ -143,4 +197,12 @@ def unpack_positions(message: np.ndarray, specs: Sequence[TensorSpec]) -> list[n
     return positions
 
 
-__all__ = ["HEADER_BYTES", "IndexMessage", "compressed_specs", "pack_positions", "unpack_positions"]
+__all__ = [
+    "HEADER_BYTES",
+    "OFFSETS",
+    "IndexMessage",
+    "compressed_specs",
+    "offset_width",
+    "pack_positions",
+    "unpack_positions",
+]

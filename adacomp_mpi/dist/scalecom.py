@@ -4,10 +4,12 @@ traffic that stays flat as ranks are added.
 Per step, with the leader = exchange count mod N (the same on every rank, and
 checkpointed with the codec state):
 
-1. every rank forms G = R + dW; the leader also runs AdaComp's selection on
-   its own G (``codec.shared_indices``);
-2. one broadcast from the leader: its positions, gap-coded
-   (``codec.shared_wire``), or a void message if its G is not finite;
+1. every rank forms G = R + dW; the leader also selects positions in its
+   own G (``codec.shared_selection``: the top M per bin by default, or
+   AdaComp's adaptive rule);
+2. one broadcast from the leader: its positions (``codec.shared_wire``: bin
+   offsets of fixed width for the fixed rule, gap-coded for the adaptive
+   one), or a void message if its G is not finite;
 3. one Allreduce (sum) of [every rank's own G at those positions, the dense
    tensors, the void flags] (with ``--scalecom-values fp16``: the values in a
    second, half-size float16 Allreduce);
@@ -44,6 +46,7 @@ from adacomp_mpi.codec.shared_indices import (
     voided_ranks,
     write_mean,
 )
+from adacomp_mpi.codec.shared_selection import selection_of
 from adacomp_mpi.codec.shared_wire import (
     IndexMessage,
     compressed_specs,
@@ -145,7 +148,10 @@ class ScaleComExchange:
             return void, True
         if not is_leader:
             return IndexMessage(np.zeros(0, np.uint8)), False
-        return pack_positions(positions, self.state.specs, methods=methods), False
+        selection = selection_of(self.state.config)
+        per_bin = [selection.count_for(spec) for spec in compressed_specs(self.state.specs)]
+        message = pack_positions(positions, self.state.specs, methods=methods, per_bin=per_bin)
+        return message, False
 
     def _zeros(self, shared: list[np.ndarray]) -> Contribution:
         return Contribution(

@@ -1,6 +1,6 @@
 """Options of the accuracy remedies for compressed training: momentum
-correction with masking and compressing 1-D tensors (rules and measurements
-in docs/CODEC.md).
+compensation, momentum correction with masking and compressing 1-D tensors
+(rules and measurements in docs/CODEC.md).
 
 Kept apart from cli/train.py so each module stays small; ``accuracy_options``
 applies them all to the command.
@@ -16,7 +16,38 @@ import click
 from adacomp_mpi.train.config import TrainConfig
 
 DEFAULTS = TrainConfig()
+
+
+class CompressedMomentumType(click.ParamType):
+    """A momentum in [0, 1), or ``off``."""
+
+    name = "M|off"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if value is None or isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "off":
+            return None
+        try:
+            momentum = float(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither a momentum in [0, 1) nor 'off'", param, ctx)
+        if not 0.0 <= momentum < 1.0:
+            self.fail(f"{value!r} is not in [0, 1) (or 'off')", param, ctx)
+        return momentum
+
+
 ACCURACY = [
+    click.option(
+        "--compressed-momentum",
+        type=CompressedMomentumType(),
+        default=DEFAULTS.compressed_momentum,
+        show_default=True,
+        help="Momentum compensation with a residue (adacomp, scalecom): the residue's "
+        "delay already acts as momentum, so SGD momentum (Adam: beta1) above M is "
+        "lowered to M, and SGD's lr scaled by (1 - M) / (1 - momentum) to keep the "
+        "step length. 'off': the optimizer as asked.",
+    ),
     click.option(
         "--momentum-correction/--no-momentum-correction",
         default=DEFAULTS.momentum_correction,

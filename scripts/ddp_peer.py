@@ -71,7 +71,7 @@ from adacomp_mpi.datasets import ArrayDataset, load_dataset
 from adacomp_mpi.models import ModelInputs, build_model
 from adacomp_mpi.train.config import TrainConfig
 from adacomp_mpi.train.gradients import parameter_digest
-from adacomp_mpi.train.optim import OPTIMIZERS
+from adacomp_mpi.train.optim import OPTIMIZERS, OptimizerSettings
 from adacomp_mpi.train.schedule import SCHEDULES, Schedule
 from adacomp_mpi.train.sharding import batches, epoch_shard, eval_shard
 from adacomp_mpi.train.tasks import TASKS
@@ -219,14 +219,10 @@ def wrap_ddp(model: nn.Module, options: Options) -> DistributedDataParallel:
 
 
 def make_optimizer(ddp: nn.Module, options: Options) -> torch.optim.Optimizer:
-    """The trainer's own optimizer factory, applied to the averaged gradients."""
-    config = TrainConfig(
-        optimizer=options.optimizer,
-        lr=options.lr,
-        momentum=options.momentum,
-        weight_decay=options.weight_decay,
-    )
-    return OPTIMIZERS[options.optimizer](ddp.parameters(), config)
+    """The trainer's own optimizer factory, applied to the averaged gradients, with
+    the settings as given (momentum compensation is the trainer's remedy, not DDP's)."""
+    settings = OptimizerSettings(options.lr, options.momentum, options.weight_decay)
+    return OPTIMIZERS[options.optimizer](ddp.parameters(), settings)
 
 
 @dataclass

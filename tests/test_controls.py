@@ -50,7 +50,9 @@ def test_schedules_step_by_step() -> None:
 
 
 def test_the_recorded_learning_rate_follows_the_schedule(tmp_path: Path) -> None:
-    config = _config(tmp_path, lr=0.1, lr_schedule="cosine", lr_warmup_steps=5)
+    config = _config(
+        tmp_path, lr=0.1, lr_schedule="cosine", lr_warmup_steps=5, compressed_momentum=None
+    )
     train(config, LocalCommunicator())
     schedule = Schedule(name="cosine", warmup_steps=5, total_steps=STEPS_PER_EPOCH)
     rates = [r["lr"] for r in _steps(tmp_path)]

@@ -9,8 +9,9 @@ import os
 import torch
 from torch import nn
 
+from adacomp_mpi.codec.shared_selection import ScaleComConfig, SharedSelection
 from adacomp_mpi.codec.specs import LAYER_KINDS, CompressionPolicy, TensorSpec
-from adacomp_mpi.codec.state import CodecConfig, make_state
+from adacomp_mpi.codec.state import make_state
 from adacomp_mpi.common.errors import UsageError
 from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.datasets import ArrayDataset, load_dataset
@@ -23,13 +24,13 @@ from adacomp_mpi.dist.launch import Launch
 from adacomp_mpi.models import ModelInputs, build_model, user_model_digest
 
 from .config import TrainConfig
-from .correction import local_update, optimizer_config, why_not
+from .correction import local_update, why_not
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
 from .loss_scale import LossScale
 from .model_file import init_from
-from .optim import OPTIMIZERS
+from .optim import OPTIMIZERS, describe_change, settings_for
 from .overlap import OverlappedEncoder
 from .overlap_choice import OverlapTrial
 from .schedule import Schedule
@@ -80,15 +81,18 @@ def _check_config(config: TrainConfig) -> None:
         )
 
 
-def check_bin_size_keys(bin_sizes: dict[str, int], specs: list[TensorSpec]) -> None:
-    """Every ``--bin-size`` key must name a layer kind or a parameter of this
-    model: a misspelt key would otherwise be ignored without a word."""
+def check_bin_size_keys(
+    bin_sizes: dict[str, int], specs: list[TensorSpec], *, option: str = "--bin-size"
+) -> None:
+    """Every ``--bin-size`` (or ``--scalecom-per-bin``) key must name a layer kind
+    or a parameter of this model: a misspelt key would otherwise be ignored
+    without a word."""
     names = [spec.name for spec in specs]
     unknown = sorted(set(bin_sizes) - set(LAYER_KINDS) - set(names))
     if unknown:
         shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         raise UsageError(
-            f"--bin-size key(s) {', '.join(map(repr, unknown))} name neither a layer kind "
+            f"{option} key(s) {', '.join(map(repr, unknown))} name neither a layer kind "
             f"({', '.join(LAYER_KINDS)}) nor a parameter of this model ({shown})"
         )
 
@@ -131,17 +135,21 @@ def build_trainer(
     )
     specs, params = gradient_specs(model, policy)
     check_bin_size_keys(dict(config.bin_sizes), specs)
+    check_bin_size_keys(dict(config.scalecom_per_bin), specs, option="--scalecom-per-bin")
     update = local_update(config, comm.size)
     if why_not(config):
         get_logger().info("momentum correction off: %s", why_not(config))
     codec_config = agree(
         comm,
-        lambda: CodecConfig(
+        lambda: ScaleComConfig(
             config.scale_rule,
             config.index_coding,
             momentum=update.momentum,
             shared_beta=config.scalecom_beta,
             shared_values=config.scalecom_values,
+            shared_selection=SharedSelection(
+                config.scalecom_selection, dict(config.scalecom_per_bin)
+            ),
         ),
     )
     state = make_state(specs, codec_config)
@@ -156,13 +164,17 @@ def build_trainer(
     if overlap and update.clip_norm > 0:  # the local norm must be known before any encode
         overlap = False
         get_logger().info("overlap off: momentum correction clips the whole local gradient")
+    settings = settings_for(config, local_momentum=update.active)
+    if change := describe_change(config, settings, local_momentum=update.active):
+        get_logger().info("%s", change)
     steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
     return Trainer(
         config=config,
         comm=comm,
         dataset=dataset,
         model=model,
-        optimizer=OPTIMIZERS[config.optimizer](params, optimizer_config(config, update)),
+        optimizer=OPTIMIZERS[config.optimizer](params, settings),
+        base_lr=settings.lr,
         codec_state=state,
         exchange=make_exchange(config.compression, comm=comm, state=state),
         bridge=bridge,

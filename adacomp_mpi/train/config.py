@@ -34,9 +34,12 @@ class TrainConfig:
     overlap: str = "auto"  # encode during backward: on, off, or auto (the faster, timed)
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
     momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
+    compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
     scalecom_beta: float = 1.0  # scalecom: residue low-pass filter; 1: plain error feedback
     scalecom_values: str = "fp32"  # scalecom: value type in the Allreduce (fp32 or fp16)
+    scalecom_selection: str = "adaptive"  # scalecom: AdaComp's rule, or "fixed" top M per bin
+    scalecom_per_bin: dict[str, int] = field(default_factory=dict)  # M by kind or name
     lr_schedule: str = "constant"  # constant, step or cosine (train/schedule.py)
     lr_warmup_steps: int = 0  # linear learning-rate warm-up from 0
     lr_step_every: int = 0  # step schedule: decay every N steps (0: at 1/2 and 3/4)
@@ -99,9 +102,12 @@ TRAJECTORY_OPTIONS = (
     "index_coding",
     "dense_warmup_steps",
     "momentum_correction",
+    "compressed_momentum",
     "compress_vectors",
     "scalecom_beta",
     "scalecom_values",
+    "scalecom_selection",
+    "scalecom_per_bin",
     "lr_schedule",
     "lr_warmup_steps",
     "lr_step_every",
@@ -117,4 +123,8 @@ TRAJECTORY_OPTIONS = (
 
 # What a run whose checkpoint predates an option did, where that is not the
 # option's default today (the remedies came after the first checkpoints).
-PREDATED: dict[str, Any] = {"momentum_correction": False, "compress_vectors": False}
+PREDATED: dict[str, Any] = {
+    "momentum_correction": False,
+    "compress_vectors": False,
+    "compressed_momentum": None,
+}

@@ -8,7 +8,6 @@ module decides when the correction applies and does those three things.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,11 +74,3 @@ def local_update(config: TrainConfig, world_size: int) -> LocalUpdate:
         return LocalUpdate()
     clip = config.clip_grad_norm / math.sqrt(world_size) if config.clip_grad_norm > 0 else 0.0
     return LocalUpdate(momentum=config.momentum, weight_decay=config.weight_decay, clip_norm=clip)
-
-
-def optimizer_config(config: TrainConfig, update: LocalUpdate) -> TrainConfig:
-    """The options the optimizer is built from: plain SGD when the codec carries
-    momentum and weight decay."""
-    if not update.active:
-        return config
-    return dataclasses.replace(config, momentum=0.0, weight_decay=0.0)

@@ -1,18 +1,85 @@
-"""Optimizers, applied after averaging to the decoded mean gradient."""
+"""Optimizers, applied after averaging to the decoded mean gradient, and the
+hyper-parameters they are built with once the accuracy remedies have had
+their say (``settings_for``).
+
+Momentum compensation (``--compressed-momentum``, docs/CODEC.md): a residue
+holds part of every gradient back for some steps, and delayed gradients act
+as extra, implicit momentum (Mitliagkas et al., "Asynchrony begets momentum",
+2016). On top of the optimizer's own 0.9 that is too much: AdaComp then lags
+dense at an equal number of steps. Under compression the optimizer's momentum
+m is lowered to M, and SGD's learning rate scaled by (1 - M) / (1 - m), so the
+heavy-ball step on a steady gradient, lr / (1 - m), is what the user asked for.
+Adam's first-moment rate (beta1) is lowered the same way; its step size does
+not depend on beta1, so its learning rate stays.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 
 from .config import TrainConfig
 
-OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], TrainConfig], torch.optim.Optimizer]
+COMPRESSED = ("adacomp", "scalecom")  # the modes with a residue, where the delay arises
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What the optimizer is built with: ``momentum`` is SGD's momentum or Adam's beta1."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+OptimizerFactory = Callable[
+    [Iterable[torch.nn.Parameter], OptimizerSettings], torch.optim.Optimizer
+]
 
 OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "sgd": lambda params, c: torch.optim.SGD(
-        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+    "sgd": lambda params, s: torch.optim.SGD(
+        params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
     ),
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adam": lambda params, s: torch.optim.Adam(
+        params, lr=s.lr, betas=(s.momentum, 0.999), weight_decay=s.weight_decay
+    ),
 }
+
+# The factor on the learning rate that keeps the step length when momentum goes
+# from m to M < m, per optimizer.
+LR_FACTORS: dict[str, Callable[[float, float], float]] = {
+    "sgd": lambda m, target: (1.0 - target) / (1.0 - m),
+    "adam": lambda m, target: 1.0,
+}
+
+
+def settings_for(config: TrainConfig, *, local_momentum: bool) -> OptimizerSettings:
+    """The optimizer's settings for this run.
+
+    ``local_momentum``: momentum correction carries momentum and weight decay in
+    the codec, so the optimizer steps plain SGD. Otherwise, with a residue and
+    --compressed-momentum M below the asked-for momentum, momentum compensation.
+    """
+    if local_momentum:
+        return OptimizerSettings(lr=config.lr, momentum=0.0, weight_decay=0.0)
+    asked = OptimizerSettings(config.lr, config.momentum, config.weight_decay)
+    target = config.compressed_momentum
+    if config.compression not in COMPRESSED or target is None or config.momentum <= target:
+        return asked
+    factor = LR_FACTORS[config.optimizer](config.momentum, target)
+    return OptimizerSettings(config.lr * factor, target, config.weight_decay)
+
+
+def describe_change(
+    config: TrainConfig, settings: OptimizerSettings, *, local_momentum: bool
+) -> str | None:
+    """One log line when momentum compensation changed the optimizer (None: it did not)."""
+    if local_momentum or settings.momentum == config.momentum:
+        return None
+    word = "momentum" if config.optimizer == "sgd" else "beta1"
+    return (
+        f"momentum compensation (--compressed-momentum): {word} {config.momentum:g} -> "
+        f"{settings.momentum:g}, lr {config.lr:g} -> {settings.lr:g}"
+    )

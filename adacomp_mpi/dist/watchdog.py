@@ -29,6 +29,7 @@ from adacomp_mpi.common.log import get_logger
 EXIT_STALLED = 69  # EX_UNAVAILABLE: a peer is unreachable or dead; no checkpoint possible
 POLL_SECONDS = 0.5
 GRACE_SECONDS = 10.0  # after a signal, how long a blocked rank may go without progress
+FORWARD_SECONDS = 0.3  # between the last log line and MPI_Abort
 ABORT_RETURN_SECONDS = 3.0  # how long MPI_Abort may take before this rank exits itself
 
 
@@ -105,6 +106,9 @@ class Watchdog:
             if (verdict := self.check()) is not None:
                 message, code = verdict
                 get_logger().error("%s", message)
+                # Give the launcher's proxy a moment to forward that line: an
+                # abort right away can end the job with it still in the pipe.
+                time.sleep(FORWARD_SECONDS)
                 self._abort(code)
                 # On a host cut off from mpiexec, MPI_Abort returns: hydra's
                 # proxy there cannot reach the launcher. End this rank anyway.

@@ -112,18 +112,35 @@ MLP_SEEDS = (0, 1, 2)  # at 2 and 4 ranks; 8 ranks (the slowest to launch) runs 
 # The paper's L_T = 500 puts our small LSTMs' recurrent weights far past the paper's
 # ~200x operating point (375-700x in trial runs); L_T = 100 brings them back near it.
 # Run as a labelled variant next to the paper's L_T, never instead of it.
-LT100 = {"variant": "LT100", "adacomp_options": ("--bin-size", "recurrent=100")}
+LT100 = {
+    "variant": "LT100",
+    "adacomp_options": ("--bin-size", "recurrent=100", "--compressed-momentum", "off"),
+}
 FASHION = "full 60 k / 10 k, three passes (the trainer has no subsample option)"
 LM_NOTE = f"first {int(SHAKESPEARE_CAP):,} bytes of the corpus (`ADACOMP_SHAKESPEARE_MAX_BYTES`)"
 
 # The remedies, one switch each, spelled out in full so that a changed default
 # never changes what a row measured (docs/CODEC.md, "Accuracy remedies").
+# Every remedy row that came before momentum compensation ran without it (OFF).
+OFF = ("--compressed-momentum", "off")
 REMEDIES: dict[str, tuple[str, ...]] = {
-    "paper": ("--no-momentum-correction", "--scale-rule", "mean_abs", "--no-compress-vectors"),
-    "mbm": ("--no-momentum-correction", "--scale-rule", "mean_bin_max", "--no-compress-vectors"),
-    "mc": ("--momentum-correction", "--scale-rule", "mean_abs", "--no-compress-vectors"),
-    "mc-vec": ("--momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors"),
-    "vec": ("--no-momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors"),
+    "paper": (
+        "--no-momentum-correction",
+        "--scale-rule",
+        "mean_abs",
+        "--no-compress-vectors",
+        *OFF,
+    ),
+    "mbm": (
+        "--no-momentum-correction",
+        "--scale-rule",
+        "mean_bin_max",
+        "--no-compress-vectors",
+        *OFF,
+    ),
+    "mc": ("--momentum-correction", "--scale-rule", "mean_abs", "--no-compress-vectors", *OFF),
+    "mc-vec": ("--momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors", *OFF),
+    "vec": ("--no-momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors", *OFF),
     "vec-LT200": (
         "--no-momentum-correction",
         "--scale-rule",
@@ -131,6 +148,16 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         "--compress-vectors",
         "--bin-size",
         "recurrent=200",
+        *OFF,
+    ),
+    # momentum compensation (docs/CODEC.md), today's defaults spelled out
+    "comp-vec": (
+        "--no-momentum-correction",
+        "--scale-rule",
+        "mean_abs",
+        "--compress-vectors",
+        "--compressed-momentum",
+        "0.5",
     ),
 }
 ABLATION_SEEDS = (0, 1, 2)
@@ -151,11 +178,11 @@ def ablation(base: Setting, variants: tuple[str, ...]) -> tuple[Setting, ...]:
 ABLATION: tuple[Setting, ...] = (
     *ablation(
         Setting("mlp", "fashion_mnist", "sgd", 2, FMLP_SGD, seeds=ABLATION_SEEDS, tag="fmnist"),
-        ("paper", "mbm", "mc", "mc-vec"),
+        ("paper", "mbm", "mc", "mc-vec", "comp-vec"),
     ),
     *ablation(
         Setting("seq_lstm", "japanese_vowels", "sgd", 4, SEQ_SGD, seeds=SEQ_SEEDS),
-        ("paper", "mc-vec"),
+        ("paper", "mc-vec", "comp-vec"),
     ),
     *ablation(
         Setting("seq_lstm", "japanese_vowels", "adam", 4, SEQ_ADAM, seeds=SEQ_SEEDS),
@@ -339,6 +366,12 @@ def code_version() -> str:
     return f"{head or 'unknown'}{' + uncommitted changes' if changed else ''}"
 
 
+def _same_commands(command: str) -> tuple[str, ...]:
+    """A saved command from before --compressed-momentum ran without it: the
+    planned command with ``--compressed-momentum off`` is that same run."""
+    return (command, command.replace(" " + " ".join(OFF), ""))
+
+
 def load_results(results_dir: Path, runs: list[Run], commands: dict[str, str]) -> dict[str, dict]:
     """Saved results whose recorded command is still the planned one."""
     found = {}
@@ -346,7 +379,7 @@ def load_results(results_dir: Path, runs: list[Run], commands: dict[str, str]) -
         path = results_dir / f"{run.name}.json"
         if path.exists():
             data = json.loads(path.read_text())
-            if data.get("command") == commands[run.name]:
+            if data.get("command") in _same_commands(commands[run.name]):
                 found[run.name] = data
     return found
 
@@ -443,7 +476,7 @@ def legacy_runs() -> list[Run]:
     """The earlier plan's AdaComp runs of the final settings (the paper's rules,
     no remedy flags): shown, labelled, where a final run was not rerun."""
     return [
-        Run(dataclasses.replace(setting, variant="", adacomp_options=()), seed, "adacomp")
+        Run(dataclasses.replace(setting, variant="", adacomp_options=OFF), seed, "adacomp")
         for setting in FINAL
         for seed in setting.seeds
     ]
@@ -462,7 +495,7 @@ def pairs_of(results: dict[str, dict], commands: dict[str, str]) -> list[Pair]:
                 [commands[dense.name], commands[ada.name]],
             )
             if pair.ada is None and (not setting.ablation or setting.variant == "paper"):
-                bare = dataclasses.replace(setting, variant="", adacomp_options=())
+                bare = dataclasses.replace(setting, variant="", adacomp_options=OFF)
                 old = Run(bare, seed, "adacomp")
                 if old.name in results:
                     pair.ada, pair.legacy = results[old.name], True

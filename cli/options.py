@@ -17,17 +17,22 @@ EVERY = re.compile(r"^(\d+)\s*(steps?|epochs?|ep|e)?$")
 BIN_SIZE_KEY = re.compile(r"^\w+(\.\w+)*$", re.ASCII)
 
 
-class BinSizeType(click.ParamType):
-    """``KEY=L``: L_T for a layer kind (conv, fc, recurrent, embedding) or a parameter name."""
+class KeyCountType(click.ParamType):
+    """``KEY=N``: a whole number for a layer kind (conv, fc, recurrent, embedding)
+    or a parameter name; ``label`` names N in messages, ``minimum`` bounds it."""
 
-    name = "KEY=L_T"
+    label, minimum, example = "N", 1, "fc=5"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"KEY={self.label}"
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
         if isinstance(value, tuple):
             return value
-        key, sep, size = (part.strip() for part in str(value).partition("="))
+        key, sep, text = (part.strip() for part in str(value).partition("="))
         if not sep or not key:
-            self.fail(f"{value!r} is not KEY=L_T (e.g. conv=50 or 0.weight=200)", param, ctx)
+            self.fail(f"{value!r} is not {self.name} (e.g. {self.example})", param, ctx)
         if not BIN_SIZE_KEY.match(key):
             self.fail(
                 f"key {key!r} in {value!r} is not a layer kind or parameter name "
@@ -36,12 +41,20 @@ class BinSizeType(click.ParamType):
                 ctx,
             )
         try:
-            bin_size = int(size)
+            count = int(text)
         except ValueError:
-            self.fail(f"L_T in {value!r} is not an integer", param, ctx)
-        if bin_size < 2:
-            self.fail(f"L_T must be >= 2, got {bin_size} in {value!r}", param, ctx)
-        return key, bin_size
+            self.fail(f"{self.label} in {value!r} is not an integer", param, ctx)
+        if count < self.minimum:
+            self.fail(
+                f"{self.label} must be >= {self.minimum}, got {count} in {value!r}", param, ctx
+            )
+        return key, count
+
+
+class BinSizeType(KeyCountType):
+    """``KEY=L``: L_T for a layer kind or a parameter name."""
+
+    label, minimum, example = "L_T", 2, "conv=50 or 0.weight=200"
 
 
 def bin_size_table(

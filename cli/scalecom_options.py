@@ -16,23 +16,15 @@ from adacomp_mpi.codec.shared_selection import DEFAULT_PER_BIN, SELECTION_RULES
 from adacomp_mpi.codec.state import SHARED_VALUE_TYPES
 from adacomp_mpi.train.config import TrainConfig
 
-from .options import BIN_SIZE_KEY, bin_size_table
+from .options import KeyCountType, bin_size_table
 
 DEFAULTS = TrainConfig()
 
 
-class PerBinType(click.ParamType):
+class PerBinType(KeyCountType):
     """``KEY=M``: elements kept per bin for a layer kind or a parameter name."""
 
-    name = "KEY=M"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
-        if isinstance(value, tuple):
-            return value
-        key, sep, count = (part.strip() for part in str(value).partition("="))
-        if not sep or not BIN_SIZE_KEY.match(key) or not count.isdigit() or int(count) < 1:
-            self.fail(f"{value!r} is not KEY=M with M >= 1 (e.g. fc=5 or conv=2)", param, ctx)
-        return key, int(count)
+    label, minimum, example = "M", 1, "fc=5 or conv=2"
 
 
 SCALECOM = [

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import TrainConfig
+from .optim import COMPRESSED
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def why_not(config: TrainConfig) -> str | None:
     if not config.momentum_correction:
         return None
     reasons = {
-        config.compression not in ("adacomp", "scalecom"): f"--compression {config.compression}",
+        config.compression not in COMPRESSED: f"--compression {config.compression}",
         config.optimizer != "sgd": f"--optimizer {config.optimizer} (it applies to SGD)",
         config.optimizer == "sgd" and config.momentum == 0: "--momentum 0",
     }

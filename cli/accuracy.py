@@ -8,12 +8,11 @@ applies them all to the command.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
 from adacomp_mpi.train.config import TrainConfig
+
+from .options import option_group
 
 DEFAULTS = TrainConfig()
 
@@ -65,8 +64,4 @@ ACCURACY = [
 ]
 
 
-def accuracy_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: add every accuracy option to a click command."""
-    for option in reversed(ACCURACY):
-        command = option(command)
-    return command
+accuracy_options = option_group(ACCURACY)  # decorator: every accuracy option on a click command

@@ -7,7 +7,6 @@ module stays small; ``training_controls`` applies them all to the command.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from adacomp_mpi.train.config import TrainConfig
 from adacomp_mpi.train.schedule import SCHEDULES
 
 from .common import launcher_rank
+from .options import option_group
 
 DEFAULTS = TrainConfig()
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -107,11 +107,7 @@ CONTROLS = [
 ]
 
 
-def training_controls(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: add every control option to a click command."""
-    for option in reversed(CONTROLS):
-        command = option(command)
-    return command
+training_controls = option_group(CONTROLS)  # decorator: every control option on a click command
 
 
 def resolve_deprecated(options: dict[str, Any]) -> None:

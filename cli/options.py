@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import click
 
@@ -109,3 +109,16 @@ class EveryType(click.ParamType):
             self.fail(f"{value!r} is not N, Nsteps or Nepochs (e.g. 500 or 1epoch)", param, ctx)
         unit = "epochs" if (match.group(2) or "s").startswith("e") else "steps"
         return int(match.group(1)), unit
+
+
+def option_group(
+    options: Sequence[Callable[[Callable[..., Any]], Callable[..., Any]]],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that adds ``options`` to a click command, in their order in --help."""
+
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply

@@ -8,14 +8,12 @@ applies them all to the command.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
 from adacomp_mpi.train.config import TrainConfig
 
 from .common import fail
+from .options import option_group
 
 DEFAULTS = TrainConfig()
 
@@ -56,8 +54,4 @@ OUTPUTS = [
 ]
 
 
-def output_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: add every output option to a click command."""
-    for option in reversed(OUTPUTS):
-        command = option(command)
-    return command
+output_options = option_group(OUTPUTS)  # decorator: every output option on a click command

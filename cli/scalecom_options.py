@@ -7,16 +7,13 @@ applies them all to the command.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import click
 
 from adacomp_mpi.codec.shared_selection import DEFAULT_PER_BIN, SELECTION_RULES
 from adacomp_mpi.codec.state import SHARED_VALUE_TYPES
 from adacomp_mpi.train.config import TrainConfig
 
-from .options import KeyCountType, bin_size_table
+from .options import KeyCountType, bin_size_table, option_group
 
 DEFAULTS = TrainConfig()
 
@@ -60,8 +57,4 @@ SCALECOM = [
 ]
 
 
-def scalecom_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator: add every scalecom option to a click command."""
-    for option in reversed(SCALECOM):
-        command = option(command)
-    return command
+scalecom_options = option_group(SCALECOM)  # decorator: every scalecom option on a click command

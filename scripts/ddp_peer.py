@@ -75,10 +75,10 @@ from adacomp_mpi.train.optim import OPTIMIZERS, OptimizerSettings
 from adacomp_mpi.train.schedule import SCHEDULES, Schedule
 from adacomp_mpi.train.sharding import batches, epoch_shard, eval_shard
 from adacomp_mpi.train.tasks import TASKS
+from adacomp_mpi.train.trainer import EVAL_BATCH  # the trainer's own evaluation batch
 
 DEFAULTS = TrainConfig()
 MODES = ("fp32", "fp16", "powersgd")
-EVAL_BATCH = 512  # as the trainer's evaluation
 POWERSGD_BUCKET_MB = 25  # DDP's default bucket size, applied to the first bucket too
 RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
 SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")

@@ -437,10 +437,13 @@ MEAN_SCRIPT = textwrap.dedent(
 )
 
 
-def test_decode_mean_is_bit_identical_everywhere(tmp_path) -> None:
+@pytest.mark.parametrize("ranks", [2, 3, 4])
+def test_decode_mean_is_bit_identical_everywhere(tmp_path, ranks: int) -> None:
+    """The mean is the sum in rank order divided by N, to the bit, whether N
+    is a power of two (each term divided first) or not."""
     specs = [TensorSpec("a", 4_001, bin_size=50), TensorSpec("b", 9, compress=False)]
     payloads = []
-    for rank in range(3):
+    for rank in range(ranks):
         rng = np.random.default_rng(100 + rank)
         state = make_state(specs)
         for _ in range(3):
@@ -463,6 +466,41 @@ def test_decode_mean_is_bit_identical_everywhere(tmp_path) -> None:
             acc += decode(payload, specs)[spec.name]
     for got, acc in zip(mean, total, strict=True):
         np.testing.assert_array_equal(got, acc / np.float32(len(payloads)))
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_encoders_positions_are_what_decoding_gives(dense: bool) -> None:
+    """``Encoded.positions`` stand in for decoding this rank's own payload:
+    they are exactly the decoded positions and signs, and a mean that uses
+    them is bit-identical to one that decodes every payload."""
+    specs = [
+        TensorSpec("a", 4_001, bin_size=50),
+        TensorSpec("b", 9, compress=False),
+        TensorSpec("c", 700, bin_size=500),
+    ]
+    rng = np.random.default_rng(7)
+    states = [make_state(specs) for _ in range(2)]
+    for _ in range(3):
+        encoded = [
+            encode_counted({s.name: heavy_tailed(rng, s.numel) for s in specs}, st, dense=dense)
+            for st in states
+        ]
+    own = encoded[1]
+    for record, positions, spec in zip(
+        parse_payload(own.payload, specs), own.positions, specs, strict=True
+    ):
+        if record.coded is None or not record.sent:
+            assert positions == ()
+            continue
+        indices, negative = decode_indices(record.coded, count=record.sent, numel=spec.numel)
+        np.testing.assert_array_equal(positions[0], indices)
+        np.testing.assert_array_equal(positions[1], negative)
+    payloads = [e.payload for e in encoded]
+    decoded = decode_mean(payloads, specs)
+    out = {s.name: np.full(s.numel, np.nan, np.float32) for s in specs}
+    mean_into(payloads, specs, out, known={1: own.positions})
+    for spec in specs:
+        assert out[spec.name].tobytes() == decoded[spec.name].tobytes()
 
 
 def test_mean_of_no_payloads_is_an_error() -> None:

@@ -12,26 +12,30 @@ float32 array}`` mapping. Typical use::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .counters import KindCounters, StepCounts
+from .decoding import accumulate, decode, decode_mean, mean_into, restore_residues
 from .finite import all_finite
-from .indexcoding import METHOD_NAMES, decode_indices, encode_indices
-from .selection import NonFiniteError, select_and_update, signed_scale
+from .indexcoding import METHOD_NAMES, encode_indices
+from .selection import NonFiniteError, select_and_update
 from .specs import TensorSpec
 from .state import CodecState
-from .wire import HEADER_BYTES, RECORD_HEADER_BYTES, Record, pack_payload, parse_payload
+from .wire import HEADER_BYTES, RECORD_HEADER_BYTES, Positions, Record, pack_payload
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """One step's payload and what it holds per layer kind."""
+    """One step's payload, what it holds per layer kind, and each record's
+    positions as the encoder chose them (so this rank's own payload need not
+    be decoded again: ``mean_into(..., known=...)``)."""
 
     payload: np.ndarray
     counts: StepCounts
+    positions: tuple[Positions, ...] = ()
 
 
 def _flat_float32(name: str, array: np.ndarray, numel: int) -> np.ndarray:
@@ -50,9 +54,12 @@ def _not_finite(name: str, grad: np.ndarray) -> ValueError:
     return ValueError(f"gradient {name!r} holds a NaN or an infinity; nothing was encoded")
 
 
-def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool) -> Record:
-    """One tensor's record; a compressed tensor's new residue goes to its spare
-    (and, with momentum correction, every tensor's new velocity to its own)."""
+def _encode_tensor(
+    state: CodecState, index: int, grad: np.ndarray, dense: bool
+) -> tuple[Record, Positions]:
+    """One tensor's record and its positions; a compressed tensor's new residue
+    goes to its spare (and, with momentum correction, every tensor's new
+    velocity to its own)."""
     spec = state.specs[index]
     velocities = state.velocities
     if velocities is not None:  # the codec sends u = m * u + g in place of g
@@ -60,7 +67,7 @@ def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool)
     if dense or not spec.compress:
         if not all_finite(grad):
             raise _not_finite(spec.name, grad)
-        return Record(spec.numel, spec.numel, 0.0, dense=grad)
+        return Record(spec.numel, spec.numel, 0.0, dense=grad), ()
     try:
         selection = select_and_update(
             state.residues[index],
@@ -80,7 +87,11 @@ def _encode_tensor(state: CodecState, index: int, grad: np.ndarray, dense: bool)
         bin_size=spec.bin_size,
         methods=METHOD_NAMES[state.config.index_coding],
     )
-    return Record(spec.numel, selection.count, float(selection.scale), coded=coded)
+    record = Record(spec.numel, selection.count, float(selection.scale), coded=coded)
+    if not selection.count:
+        return record, ()
+    # The indices may be a view of the workspace, which the next tensor reuses.
+    return record, (selection.indices.copy(), selection.negative)
 
 
 def _count(counts: StepCounts, spec: TensorSpec, record: Record) -> None:
@@ -108,15 +119,16 @@ def encode_counted(
     Raises ValueError, with every residue as it was, for a non-finite
     gradient (see ``encode``).
     """
-    records, counts = [], {}
+    records, positions, counts = [], [], {}
     for index, spec in enumerate(state.specs):
         grad = _flat_float32(spec.name, grads[spec.name], spec.numel)
-        record = _encode_tensor(state, index, grad, dense)
+        record, sent = _encode_tensor(state, index, grad, dense)
         _count(counts, spec, record)
         records.append(record)
+        positions.append(sent)
     payload = pack_payload(records, state.specs)
     commit(state, dense=dense)
-    return Encoded(payload, counts)
+    return Encoded(payload, counts, tuple(positions))
 
 
 def commit(state: CodecState, *, dense: bool) -> None:
@@ -145,107 +157,10 @@ def encode(
     return encode_counted(grads, state, dense=dense).payload
 
 
-Decoded = list[tuple[Record, tuple]]
-
-
-def _decoded(payload: np.ndarray, specs: Sequence[TensorSpec]) -> Decoded:
-    """Parse and decode every record first, so nothing is written for a bad payload."""
-    return [
-        (record, decode_indices(record.coded, count=record.sent, numel=spec.numel))
-        if record.coded is not None
-        else (record, ())
-        for record, spec in zip(parse_payload(payload, specs), specs, strict=True)
-    ]
-
-
-def _add_sparse(record: Record, positions: tuple, target: np.ndarray) -> None:
-    """target[i] += +-scale at the sent positions (unique, so ``add.at`` is exact:
-    it is also NumPy 2's fastest scatter-add, ahead of ``target[i] += v``)."""
-    indices, negative = positions
-    np.add.at(target, indices, signed_scale(negative, np.float32(record.scale)))
-
-
-def _add_decoded(
-    decoded: Decoded, specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
-) -> None:
-    for (record, positions), spec in zip(decoded, specs, strict=True):
-        target = out[spec.name]
-        if record.dense is not None:
-            target += record.dense
-        else:
-            _add_sparse(record, positions, target)
-
-
-def accumulate(
-    payload: np.ndarray, specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
-) -> None:
-    """Add a payload's decoded tensors into ``out`` ({name: flat float32 array}).
-
-    The whole payload is validated before anything is added, so a bad payload
-    (truncated, corrupted, a NaN or infinity in a dense record or the scale)
-    raises ``PayloadError`` and leaves ``out`` untouched.
-    """
-    _add_decoded(_decoded(payload, specs), specs, out)
-
-
-def restore_residues(payload: np.ndarray, state: CodecState) -> None:
-    """Undo a step this rank encoded but nobody applied: put what it sent back
-    into the residues (R = G - q becomes G again), so no gradient mass is lost.
-    With momentum correction, a sparsely sent tensor's velocity is unmasked and
-    a dense one's goes back to before the step (``Velocities.undo``)."""
-    decoded = _decoded(payload, state.specs)
-    for (record, positions), residue in zip(decoded, state.residues, strict=True):
-        if record.coded is not None:
-            _add_sparse(record, positions, residue)
-    if state.velocities is not None:
-        state.velocities.undo()
-
-
-def _zeros(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    return {spec.name: np.zeros(spec.numel, np.float32) for spec in specs}
-
-
-def decode(payload: np.ndarray, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """Decode one payload into dense flat float32 arrays keyed by name."""
-    out = _zeros(specs)
-    accumulate(payload, specs, out)
-    return out
-
-
-def mean_into(
-    payloads: Sequence[np.ndarray], specs: Sequence[TensorSpec], out: Mapping[str, np.ndarray]
-) -> None:
-    """Overwrite ``out`` with the mean of ``payloads``: summed in the given
-    order, then divided, so it is bit-identical wherever it runs.
-
-    Every payload is validated and decoded before ``out`` is touched, so one
-    bad payload raises ``PayloadError`` with ``out`` as it was; no payloads
-    raise ValueError (their mean is undefined).
-    """
-    if not payloads:
-        raise ValueError("the mean of no payloads is undefined")
-    decoded = [_decoded(payload, specs) for payload in payloads]
-    for spec in specs:
-        out[spec.name].fill(0)
-    for one in decoded:
-        _add_decoded(one, specs, out)
-    divisor = np.float32(len(payloads))
-    for spec in specs:
-        out[spec.name] /= divisor
-
-
-def decode_mean(
-    payloads: Sequence[np.ndarray], specs: Sequence[TensorSpec]
-) -> dict[str, np.ndarray]:
-    """The mean of several ranks' payloads, keyed by name (see ``mean_into``)."""
-    out = _zeros(specs)
-    mean_into(payloads, specs, out)
-    return out
-
-
 __all__ = [
     "HEADER_BYTES",
     "Encoded",
+    "Positions",
     "accumulate",
     "decode",
     "decode_mean",

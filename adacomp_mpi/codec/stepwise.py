@@ -15,7 +15,7 @@ import numpy as np
 from .api import Encoded, _count, _encode_tensor, _flat_float32, commit
 from .counters import StepCounts
 from .state import CodecState
-from .wire import Record, pack_payload
+from .wire import Positions, Record, pack_payload
 
 
 class StepEncoder:
@@ -24,12 +24,15 @@ class StepEncoder:
     def __init__(self, state: CodecState, *, dense: bool = False) -> None:
         self.state, self.dense = state, dense
         self._records: list[Record | None] = [None] * len(state.specs)
+        self._positions: list[Positions] = [()] * len(state.specs)
 
     def add(self, index: int, grad: np.ndarray) -> None:
         """Encode tensor ``index`` of the layout now (ValueError if not finite)."""
         spec = self.state.specs[index]
         flat = _flat_float32(spec.name, grad, spec.numel)
-        self._records[index] = _encode_tensor(self.state, index, flat, self.dense)
+        self._records[index], self._positions[index] = _encode_tensor(
+            self.state, index, flat, self.dense
+        )
 
     def finish(self) -> Encoded:
         """The payload of every tensor added; the new residues take over."""
@@ -45,4 +48,4 @@ class StepEncoder:
             _count(counts, spec, record)
         payload = pack_payload(records, specs)
         commit(self.state, dense=self.dense)
-        return Encoded(payload, counts)
+        return Encoded(payload, counts, tuple(self._positions))

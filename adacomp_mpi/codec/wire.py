@@ -40,6 +40,11 @@ HEADER_BYTES = HEADER.size
 RECORD_HEADER_BYTES = RECORD.size
 
 
+# A coded record's sent positions (int64, increasing) and sign bits, as decoding
+# its index stream gives them; () for a dense record.
+Positions = tuple
+
+
 @dataclass(frozen=True)
 class Record:
     """One tensor's share of a payload, as written or as parsed."""

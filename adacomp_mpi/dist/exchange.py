@@ -68,8 +68,8 @@ class AdaCompExchange:
         voided = tuple(rank for rank, p in enumerate(gathered) if is_void(p, specs))
         if voided and finite:
             restore_residues(payload, self.state)
-        elif not voided:
-            mean_into(gathered, specs, grads.views)
+        elif not voided:  # this rank's own payload is not decoded: its encoder knows it
+            mean_into(gathered, specs, grads.views, known={self.comm.rank: encoded.positions})
         return StepTraffic(
             sizes=tuple(p.size for p in gathered),
             applied=not voided,

@@ -39,7 +39,10 @@ from .schedule import Schedule
 from .sharding import batches, eval_shard
 from .tasks import TASKS
 
-EVAL_BATCH = 512
+# Rows per evaluation batch: small enough that a conv net's activations stay in
+# the CPU cache (CNN on Fashion-MNIST, one core: 2.4 s for the test split at
+# 128 against 3.2 s at 512; the transformer 1.2 against 1.7 s; an MLP 0.05 s slower).
+EVAL_BATCH = 128
 
 
 @dataclass

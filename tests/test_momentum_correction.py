@@ -21,6 +21,7 @@ from adacomp_mpi.codec import (
     make_state,
 )
 from adacomp_mpi.codec.api import encode_counted, restore_residues
+from adacomp_mpi.codec.blocks import BLOCK_ELEMENTS
 from adacomp_mpi.codec.stepwise import StepEncoder
 from adacomp_mpi.dist.communicator import LocalCommunicator
 from adacomp_mpi.train.averager import GradientAverager
@@ -95,6 +96,25 @@ def test_the_codec_follows_the_rule_exactly_step_after_step() -> None:
             np.testing.assert_array_equal(velocity, reference["u"][spec.name])
             if spec.compress:
                 np.testing.assert_array_equal(state.residues[index], reference["r"][spec.name])
+
+
+def test_the_velocity_made_inside_the_blocked_scan_is_the_two_pass_one() -> None:
+    """Several cache blocks and a short last one: the scan's block-by-block
+    u = m * u + g gives the payload, residue and velocity of computing u first."""
+    numel = 3 * BLOCK_ELEMENTS + 777
+    specs = (TensorSpec("big", numel, kind="fc", bin_size=500),)
+    corrected = make_state(specs, CodecConfig(momentum=float(M)))
+    plain = make_state(specs)
+    rng = np.random.default_rng(3)
+    velocity = np.zeros(numel, np.float32)
+    for _ in range(4):
+        grad = (rng.standard_t(3, numel) * 1e-2).astype(np.float32)
+        velocity = M * velocity + grad
+        payload, expected = encode({"big": grad}, corrected), encode({"big": velocity}, plain)
+        np.testing.assert_array_equal(payload, expected)
+        np.testing.assert_array_equal(corrected.residues[0], plain.residues[0])
+        velocity[decode(expected, specs)["big"] != 0] = 0
+        np.testing.assert_array_equal(corrected.velocities.current[0], velocity)
 
 
 def test_a_dense_tensor_carries_heavy_ball_momentum_unmasked() -> None:

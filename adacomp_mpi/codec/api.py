@@ -61,13 +61,14 @@ def _encode_tensor(
     goes to its spare (and, with momentum correction, every tensor's new
     velocity to its own)."""
     spec = state.specs[index]
-    velocities = state.velocities
-    if velocities is not None:  # the codec sends u = m * u + g in place of g
-        grad = velocities.advance(index, grad)
+    velocities = state.velocities  # with it, the codec sends u = m * u + g in place of g
     if dense or not spec.compress:
+        if velocities is not None:
+            grad = velocities.advance(index, grad)
         if not all_finite(grad):
             raise _not_finite(spec.name, grad)
         return Record(spec.numel, spec.numel, 0.0, dense=grad), ()
+    velocity = None if velocities is None else velocities.deferred(index)
     try:
         selection = select_and_update(
             state.residues[index],
@@ -76,9 +77,10 @@ def _encode_tensor(
             scale_rule=state.config.scale_rule,
             workspace=state.workspace,
             out=state.workspace.spare(index, spec.numel),
+            velocity=velocity,
         )
     except NonFiniteError:
-        raise _not_finite(spec.name, grad) from None
+        raise _not_finite(spec.name, grad if velocity is None else velocity[1]) from None
     if velocities is not None:
         velocities.mask(index, selection.indices)
     coded = encode_indices(

@@ -113,6 +113,12 @@ class Candidates:
         self.count = end
 
 
+# Momentum correction folded into the scan: (previous u, new u, momentum m).
+# The block's new u = m * u + g is then made while the block is in cache,
+# instead of in two passes over the whole tensor before the scan reads it.
+Velocity = tuple[np.ndarray, np.ndarray, np.float32]
+
+
 def scan(
     residue: np.ndarray,
     grad: np.ndarray,
@@ -120,10 +126,13 @@ def scan(
     plan: BlockPlan,
     buffers: tuple[np.ndarray, np.ndarray],
     found: Candidates,
+    velocity: Velocity | None = None,
 ) -> None:
     """Write G = R + dW into ``out``, fill ``plan.gmax``, and collect the
     candidates (|H| >= gmax) with their G into ``found``.
 
+    With ``velocity``, dW is the new velocity m * u + g, written into its
+    buffer block by block (the same floats as computing it first).
     The candidates' G is gathered while the block is still in cache: after the
     loop, a gather from a 10M-element ``out`` would read it from memory again.
     A NaN or infinity in G makes ``plan.gmax`` NaN or infinite.
@@ -141,6 +150,10 @@ def scan(
     for start, stop, first_bin, end_bin in plan.bounds:
         size = stop - start
         dw, work, gmax = grad[start:stop], scratch[:size], gmax_bits[first_bin:end_bin]
+        if velocity is not None:
+            previous, new, momentum = velocity
+            new_u = np.multiply(previous[start:stop], momentum, new[start:stop])
+            dw = np.add(new_u, dw, new_u)
         accumulated = np.add(residue[start:stop], dw, out[start:stop])  # G
         np.abs(accumulated, work)
         np.maximum.reduceat(abs_bits[:size], plan.starts[: gmax.size], 0, None, gmax)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .blocks import BlockPlan, Candidates, scan
+from .blocks import BlockPlan, Candidates, Velocity, scan
 
 ScaleRule = Callable[[np.ndarray, np.ndarray], np.float32]
 
@@ -110,18 +110,21 @@ def select_positions(
     bin_size: int,
     workspace: Workspace,
     out: np.ndarray,
+    velocity: Velocity | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write G = R + dW into ``out``; AdaComp's sent positions and their G.
 
     The selection rule alone, without the sign code: the shared-index mode
     (``shared_indices``) sends every rank's own values at these positions.
-    Both arrays may be views of the workspace's buffers. NonFiniteError when
+    With ``velocity`` (momentum correction), dW is the new velocity that the
+    scan writes (``blocks.scan``). Both arrays may be views of the workspace's
+    buffers. NonFiniteError when
     G holds a NaN or an infinity (``residue`` is only read when ``out`` is
     another buffer).
     """
     plan, found = workspace.plan(residue.size, bin_size), workspace.candidates
     with np.errstate(over="ignore"):  # an overflow to inf is refused just below
-        scan(residue, grad, out, plan, workspace.buffers(plan.block), found)
+        scan(residue, grad, out, plan, workspace.buffers(plan.block), found, velocity)
     if not np.isfinite(np.maximum.reduce(plan.gmax)):
         raise NonFiniteError("the accumulated gradient R + dW is not finite")
     indices, values = found.indices[: found.count], found.values[: found.count]
@@ -139,6 +142,7 @@ def select_and_update(
     scale_rule: str,
     workspace: Workspace,
     out: np.ndarray | None = None,
+    velocity: Velocity | None = None,
 ) -> Selection:
     """Run one AdaComp step: write the new residue G - q into ``out``.
 
@@ -150,7 +154,7 @@ def select_and_update(
     if residue.size == 0:
         return Selection(np.zeros(0, np.int64), np.zeros(0, np.bool_), np.float32(0))
     indices, values = select_positions(
-        residue, grad, bin_size=bin_size, workspace=workspace, out=out
+        residue, grad, bin_size=bin_size, workspace=workspace, out=out, velocity=velocity
     )
     plan = workspace.plan(residue.size, bin_size)
     if indices.size == 0:

@@ -48,6 +48,13 @@ class Velocities:
         self._masked[index] = None
         return spare
 
+    def deferred(self, index: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        """(u, the spare, m): for the AdaComp scan, which writes u_new = m * u + g
+        into the spare block by block (``blocks.scan``), the same floats as
+        ``advance`` without its two passes over the tensor."""
+        self._masked[index] = None
+        return self.current[index], self._spares[index], self.momentum
+
     def mask(self, index: int, positions: np.ndarray) -> None:
         """Momentum-factor masking: zero u_new where the sparse record sent."""
         spare = self._spares[index]

@@ -249,9 +249,11 @@ def train(ranks: int, out: Path, *extra: str) -> Any:
 
 @pytest.mark.mpi
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(("ranks", "rule"), [(2, "fixed"), (3, "fixed"), (3, "adaptive")])
+@pytest.mark.parametrize(
+    ("ranks", "rule", "beta"), [(2, "fixed", "0.5"), (3, "fixed", "0.5"), (3, "adaptive", "1")]
+)
 def test_training_keeps_replicas_identical_and_resumes_bit_identically(
-    ranks: int, rule: str, tmp_path: Path
+    ranks: int, rule: str, beta: str, tmp_path: Path
 ) -> None:
     reference = tmp_path / "reference"
     options = (
@@ -261,6 +263,8 @@ def test_training_keeps_replicas_identical_and_resumes_bit_identically(
         "2",
         "--scalecom-selection",
         rule,
+        "--scalecom-beta",
+        beta,
     )
     result = train(ranks, reference, *options)
     assert result.returncode == 0, result.stdout + result.stderr

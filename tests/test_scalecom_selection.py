@@ -4,6 +4,8 @@ steps or with N (mpiexec -n 2 and -n 3), and the options that set it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 import numpy as np
 import pytest
@@ -187,6 +189,23 @@ def test_the_options_reach_the_config_and_old_checkpoints_read_as_adaptive() -> 
     )
     with pytest.raises(CheckpointError, match="scalecom_per_bin"):
         check_trajectory(config.to_dict(), changed)
+
+
+def test_the_scalecom_defaults_change_no_resume_of_another_mode_nor_an_older_scalecom_run() -> None:
+    from adacomp_mpi.train.checkpoint import CheckpointError
+    from adacomp_mpi.train.resume import check_trajectory
+
+    assert (TrainConfig().scalecom_selection, TrainConfig().scalecom_beta) == ("fixed", 0.5)
+    # An AdaComp run saved under the old scalecom defaults resumes under the new ones.
+    old_defaults = {"scalecom_selection": "adaptive", "scalecom_beta": 1.0}
+    saved = {**TrainConfig().to_dict(), **old_defaults}
+    check_trajectory(saved, TrainConfig())
+    # A scalecom run saved before beta was recorded ran at beta 1: not at today's 0.5.
+    scalecom = TrainConfig(compression="scalecom", scalecom_selection="adaptive")
+    saved = {k: v for k, v in scalecom.to_dict().items() if k != "scalecom_beta"}
+    with pytest.raises(CheckpointError, match=r"scalecom_beta: 1\.0 -> 0\.5"):
+        check_trajectory(saved, scalecom)
+    check_trajectory(saved, dataclasses.replace(scalecom, scalecom_beta=1.0))
 
 
 def test_a_per_bin_key_that_names_nothing_in_the_model_is_refused(tmp_path) -> None:

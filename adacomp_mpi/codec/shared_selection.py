@@ -113,7 +113,7 @@ class SharedSelection:
     """The leader's rule and, for ``fixed``, M per bin by layer kind or by
     parameter name (names win, as for ``--bin-size``)."""
 
-    rule: str = "adaptive"  # the more accurate one at the default options (docs/SCALING.md)
+    rule: str = "fixed"  # bytes flat in N, and as accurate as AdaComp at beta 0.5 (docs/SCALING.md)
     per_bin: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

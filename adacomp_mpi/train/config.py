@@ -36,9 +36,9 @@ class TrainConfig:
     momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
-    scalecom_beta: float = 1.0  # scalecom: residue low-pass filter; 1: plain error feedback
+    scalecom_beta: float = 0.5  # scalecom: residue low-pass filter; 1: plain error feedback
     scalecom_values: str = "fp32"  # scalecom: value type in the Allreduce (fp32 or fp16)
-    scalecom_selection: str = "adaptive"  # scalecom: AdaComp's rule, or "fixed" top M per bin
+    scalecom_selection: str = "fixed"  # scalecom: top M per bin, or "adaptive" (AdaComp's rule)
     scalecom_per_bin: dict[str, int] = field(default_factory=dict)  # M by kind or name
     lr_schedule: str = "constant"  # constant, step or cosine (train/schedule.py)
     lr_warmup_steps: int = 0  # linear learning-rate warm-up from 0
@@ -127,4 +127,12 @@ PREDATED: dict[str, Any] = {
     "momentum_correction": False,
     "compress_vectors": False,
     "compressed_momentum": None,
+    "scalecom_selection": "adaptive",
+    "scalecom_beta": 1.0,
+}
+
+# Options that only one compression mode reads: a resume compares them only
+# for a run in that mode (an AdaComp run does not depend on the scalecom filter).
+MODE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "scalecom": ("scalecom_beta", "scalecom_values", "scalecom_selection", "scalecom_per_bin"),
 }

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .blocks import Velocity
 from .specs import TensorSpec
 
 
@@ -48,7 +49,7 @@ class Velocities:
         self._masked[index] = None
         return spare
 
-    def deferred(self, index: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    def deferred(self, index: int) -> Velocity:
         """(u, the spare, m): for the AdaComp scan, which writes u_new = m * u + g
         into the spare block by block (``blocks.scan``), the same floats as
         ``advance`` without its two passes over the tensor."""

@@ -21,7 +21,7 @@ DEFAULTS = TrainConfig()
 class PerBinType(KeyCountType):
     """``KEY=M``: elements kept per bin for a layer kind or a parameter name."""
 
-    label, minimum, example = "M", 1, "fc=5 or conv=2"
+    label, minimum, example = "M", 1, "fc=5 or conv=3"
 
 
 SCALECOM = [
@@ -39,7 +39,7 @@ SCALECOM = [
         multiple=True,
         callback=bin_size_table,
         help="--scalecom-selection fixed: M per bin by layer kind or parameter name, "
-        f"e.g. fc=5 conv=2 (defaults: {' '.join(f'{k}={m}' for k, m in DEFAULT_PER_BIN.items())}).",
+        f"e.g. fc=5 conv=3 (defaults: {' '.join(f'{k}={m}' for k, m in DEFAULT_PER_BIN.items())}).",
     ),
     click.option(
         "--scalecom-beta",

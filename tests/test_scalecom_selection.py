@@ -208,6 +208,35 @@ def test_the_scalecom_defaults_change_no_resume_of_another_mode_nor_an_older_sca
     check_trajectory(saved, dataclasses.replace(scalecom, scalecom_beta=1.0))
 
 
+def test_the_per_bin_table_is_recorded_whole_and_an_older_table_reads_as_conv_2() -> None:
+    from adacomp_mpi.codec.shared_selection import DEFAULT_PER_BIN
+    from adacomp_mpi.train.checkpoint import CheckpointError
+    from adacomp_mpi.train.resume import check_trajectory
+
+    assert DEFAULT_PER_BIN["conv"] == 3
+    given = TrainConfig(compression="scalecom", scalecom_per_bin={"fc": 9, "0.weight": 4})
+    assert given.scalecom_per_bin == {**DEFAULT_PER_BIN, "fc": 9, "0.weight": 4}
+    assert dataclasses.replace(given).scalecom_per_bin == given.scalecom_per_bin
+    check_trajectory(given.to_dict(), given)
+    # Saved before tables were recorded whole: {} meant conv 2, so it does
+    # not resume under today's conv 3, and does at an explicit conv=2.
+    today = TrainConfig(compression="scalecom")
+    for table in ({}, None):
+        saved = today.to_dict()
+        if table is None:
+            del saved["scalecom_per_bin"]
+        else:
+            saved["scalecom_per_bin"] = table
+        with pytest.raises(CheckpointError, match=r"scalecom_per_bin: \{'conv': 2"):
+            check_trajectory(saved, today)
+        check_trajectory(saved, TrainConfig(compression="scalecom", scalecom_per_bin={"conv": 2}))
+    saved = {**today.to_dict(), "scalecom_per_bin": {"fc": 9}}
+    older = TrainConfig(compression="scalecom", scalecom_per_bin={"conv": 2, "fc": 9})
+    check_trajectory(saved, older)
+    # An AdaComp run ignores the table either way.
+    check_trajectory({**TrainConfig().to_dict(), "scalecom_per_bin": {}}, TrainConfig())
+
+
 def test_a_per_bin_key_that_names_nothing_in_the_model_is_refused(tmp_path) -> None:
     import torch
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..codec.shared_selection import DEFAULT_PER_BIN
+
 RUNS_DIR = Path("runs")  # where a run without --output-dir gets a fresh directory
 LATEST_LINK = "latest"  # RUNS_DIR/latest -> the newest of them
 OVERLAP_MODES = ("auto", "on", "off")  # --overlap; auto: train/overlap_choice.py
@@ -68,6 +70,11 @@ class TrainConfig:
     max_skipped_fraction: float = 0.2  # more skipped steps than this: the run failed
     stall_timeout: float = 300.0  # seconds without progress before the job aborts; 0: off
 
+    def __post_init__(self) -> None:
+        # M for every layer kind, not only the ones given: what a saved run's
+        # table means must not move when DEFAULT_PER_BIN does.
+        object.__setattr__(self, "scalecom_per_bin", {**DEFAULT_PER_BIN, **self.scalecom_per_bin})
+
     @property
     def run_dir(self) -> Path:
         """output_dir; before a fresh one is picked, the link to the newest run."""
@@ -129,7 +136,12 @@ PREDATED: dict[str, Any] = {
     "compressed_momentum": None,
     "scalecom_selection": "adaptive",
     "scalecom_beta": 1.0,
+    "scalecom_per_bin": {},  # filled from PREDATED_PER_BIN
 }
+
+# M per bin before conv's default became 3: a saved table that lacks a layer
+# kind (every table saved before tables were recorded whole) ran with these.
+PREDATED_PER_BIN: dict[str, int] = {"conv": 2, "fc": 5, "recurrent": 5, "embedding": 5, "other": 5}
 
 # Options that only one compression mode reads: a resume compares them only
 # for a run in that mode (an AdaComp run does not depend on the scalecom filter).

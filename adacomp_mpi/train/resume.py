@@ -12,7 +12,7 @@ from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.dist.agree import agree
 
 from . import checkpoint, checkpoint_write
-from .config import MODE_OPTIONS, PREDATED, TRAJECTORY_OPTIONS, TrainConfig
+from .config import MODE_OPTIONS, PREDATED, PREDATED_PER_BIN, TRAJECTORY_OPTIONS, TrainConfig
 from .trainer import Trainer
 
 # The codec state's per-tensor arrays (residues; local velocities with
@@ -55,6 +55,8 @@ def check_trajectory(saved: dict[str, Any], config: TrainConfig) -> None:
     ignored = {k for mode, keys in MODE_OPTIONS.items() if mode != config.compression for k in keys}
     compared = [k for k in (*TRAJECTORY_OPTIONS, *scheduled) if k not in ignored]
     before = {k: saved.get(k, defaults[k]) for k in compared}
+    if "scalecom_per_bin" in before:
+        before["scalecom_per_bin"] = {**PREDATED_PER_BIN, **before["scalecom_per_bin"]}
     changed = [k for k, value in before.items() if value != current[k]]
     if changed:
         details = ", ".join(f"{k}: {before[k]!r} -> {current[k]!r}" for k in changed)

@@ -59,6 +59,7 @@ def _overlap_mode(value: Any) -> Any:
 DEFAULT_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bin_sizes": _key_value_items,
     "model_options": _key_value_items,
+    "scalecom_per_bin": _key_value_items,
     "overlap": _overlap_mode,
 }
 

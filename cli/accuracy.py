@@ -1,6 +1,6 @@
 """Options of the accuracy remedies for compressed training: momentum
-compensation, momentum correction with masking and compressing 1-D tensors
-(rules and measurements in docs/CODEC.md).
+compensation, momentum correction with masking, Adam preconditioning and
+compressing 1-D tensors (rules and measurements in docs/CODEC.md).
 
 Kept apart from cli/train.py so each module stays small; ``accuracy_options``
 applies them all to the command.
@@ -54,6 +54,16 @@ ACCURACY = [
         "instead of the gradient and zeroes it where sent; the optimizer then steps "
         "plain SGD. Weight decay goes into the local gradient, --clip-grad-norm clips "
         "the local gradient (at the norm / sqrt(ranks)).",
+    ),
+    click.option(
+        "--adam-preconditioning/--no-adam-preconditioning",
+        default=DEFAULTS.adam_preconditioning,
+        show_default=True,
+        help="AdaComp or scalecom with Adam: every rank divides its gradient by its own "
+        "Adam denominator sqrt(v) + eps before the codec, and the optimizer applies "
+        "the mean with Adam's first moment only (SGD, momentum = dampening = beta1). "
+        "Weight decay and --clip-grad-norm act on the local gradient, as with "
+        "--momentum-correction.",
     ),
     click.option(
         "--compress-vectors/--no-compress-vectors",

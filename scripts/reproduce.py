@@ -114,7 +114,9 @@ MLP_SEEDS = (0, 1, 2)  # at 2 and 4 ranks; 8 ranks (the slowest to launch) runs 
 # Run as a labelled variant next to the paper's L_T, never instead of it.
 # Every remedy row that came before momentum compensation ran without it (OFF).
 OFF = ("--compressed-momentum", "off")
-LT100 = {"variant": "LT100", "adacomp_options": ("--bin-size", "recurrent=100", *OFF)}
+# ... and every row before Adam preconditioning without it (a no-op for SGD).
+NOPRE = ("--no-adam-preconditioning",)
+LT100 = {"variant": "LT100", "adacomp_options": ("--bin-size", "recurrent=100", *OFF, *NOPRE)}
 FASHION = "full 60 k / 10 k, three passes (the trainer has no subsample option)"
 LM_NOTE = f"first {int(SHAKESPEARE_CAP):,} bytes of the corpus (`ADACOMP_SHAKESPEARE_MAX_BYTES`)"
 
@@ -127,6 +129,7 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         "mean_abs",
         "--no-compress-vectors",
         *OFF,
+        *NOPRE,
     ),
     "mbm": (
         "--no-momentum-correction",
@@ -134,10 +137,32 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         "mean_bin_max",
         "--no-compress-vectors",
         *OFF,
+        *NOPRE,
     ),
-    "mc": ("--momentum-correction", "--scale-rule", "mean_abs", "--no-compress-vectors", *OFF),
-    "mc-vec": ("--momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors", *OFF),
-    "vec": ("--no-momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors", *OFF),
+    "mc": (
+        "--momentum-correction",
+        "--scale-rule",
+        "mean_abs",
+        "--no-compress-vectors",
+        *OFF,
+        *NOPRE,
+    ),
+    "mc-vec": (
+        "--momentum-correction",
+        "--scale-rule",
+        "mean_abs",
+        "--compress-vectors",
+        *OFF,
+        *NOPRE,
+    ),
+    "vec": (
+        "--no-momentum-correction",
+        "--scale-rule",
+        "mean_abs",
+        "--compress-vectors",
+        *OFF,
+        *NOPRE,
+    ),
     "vec-LT200": (
         "--no-momentum-correction",
         "--scale-rule",
@@ -146,8 +171,9 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         "--bin-size",
         "recurrent=200",
         *OFF,
+        *NOPRE,
     ),
-    # momentum compensation (docs/CODEC.md), today's defaults spelled out
+    # momentum compensation (docs/CODEC.md)
     "comp-vec": (
         "--no-momentum-correction",
         "--scale-rule",
@@ -155,11 +181,28 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         "--compress-vectors",
         "--compressed-momentum",
         "0.5",
+        *NOPRE,
+    ),
+    # Adam preconditioning with momentum compensation: Adam's defaults spelled out
+    "pre-comp-vec": (
+        "--no-momentum-correction",
+        "--scale-rule",
+        "mean_abs",
+        "--compress-vectors",
+        "--compressed-momentum",
+        "0.5",
+        "--adam-preconditioning",
     ),
 }
 ABLATION_SEEDS = (0, 1, 2)
 # The aggressive setting of the issue: Fashion-MNIST MLP, SGD lr 0.05, momentum 0.9.
 FMLP_SGD = ("--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9")
+
+
+TF_SGD = ("--epochs", "1", "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9")
+TF_ADAM = ("--epochs", "1", "--batch-size", "16", "--lr", "0.001")
+TF_SEEDS = (0, 1, 2)
+LM = {"env": LM_ENV, "timeout": 900, "note": LM_NOTE}
 
 
 def ablation(base: Setting, variants: tuple[str, ...]) -> tuple[Setting, ...]:
@@ -183,7 +226,15 @@ ABLATION: tuple[Setting, ...] = (
     ),
     *ablation(
         Setting("seq_lstm", "japanese_vowels", "adam", 4, SEQ_ADAM, seeds=SEQ_SEEDS),
-        ("paper", "vec", "vec-LT200"),
+        ("paper", "vec", "vec-LT200", "pre-comp-vec"),
+    ),
+    # Adam preconditioning on the language models, against the final rows' earlier remedy.
+    *ablation(
+        Setting("char_lstm", "shakespeare", "adam", 4, LM_ADAM, **LM), ("vec", "pre-comp-vec")
+    ),
+    *ablation(
+        Setting("transformer", "shakespeare", "adam", 2, TF_ADAM, seeds=TF_SEEDS, **LM),
+        ("vec", "pre-comp-vec"),
     ),
     # L_T = 100 for recurrent weights (the paper's rules otherwise), kept from the
     # earlier plan with the same commands, so their saved results are reused.
@@ -199,8 +250,8 @@ ABLATION: tuple[Setting, ...] = (
 )
 
 # What the final table runs AdaComp with: the remedies the ablation kept
-# (momentum correction applies to SGD only; for Adam the switch is a no-op).
-FINAL_REMEDY = {"sgd": "mc-vec", "adam": "vec"}
+# (momentum correction applies to SGD only, Adam preconditioning to Adam only).
+FINAL_REMEDY = {"sgd": "mc-vec", "adam": "pre-comp-vec"}
 
 
 def final(base: Setting) -> Setting:
@@ -211,10 +262,6 @@ def final(base: Setting) -> Setting:
     )
 
 
-TF_SGD = ("--epochs", "1", "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9")
-TF_ADAM = ("--epochs", "1", "--batch-size", "16", "--lr", "0.001")
-TF_SEEDS = (0, 1, 2)
-LM = {"env": LM_ENV, "timeout": 900, "note": LM_NOTE}
 FINAL: tuple[Setting, ...] = tuple(
     final(setting)
     for setting in (
@@ -364,9 +411,15 @@ def code_version() -> str:
 
 
 def _same_commands(command: str) -> tuple[str, ...]:
-    """A saved command from before --compressed-momentum ran without it: the
-    planned command with ``--compressed-momentum off`` is that same run."""
-    return (command, command.replace(" " + " ".join(OFF), ""))
+    """A saved command from before --compressed-momentum or --adam-preconditioning
+    ran without them: the planned command with ``--compressed-momentum off`` or
+    ``--no-adam-preconditioning`` (or both) is that same run."""
+    without_off = command.replace(" " + " ".join(OFF), "")
+    return tuple(
+        text.replace(" " + " ".join(flags), "") if flags else text
+        for text in (command, without_off)
+        for flags in ((), NOPRE)
+    )
 
 
 def load_results(results_dir: Path, runs: list[Run], commands: dict[str, str]) -> dict[str, dict]:
@@ -473,7 +526,11 @@ def legacy_runs() -> list[Run]:
     """The earlier plan's AdaComp runs of the final settings (the paper's rules,
     no remedy flags): shown, labelled, where a final run was not rerun."""
     return [
-        Run(dataclasses.replace(setting, variant="", adacomp_options=OFF), seed, "adacomp")
+        Run(
+            dataclasses.replace(setting, variant="", adacomp_options=(*OFF, *NOPRE)),
+            seed,
+            "adacomp",
+        )
         for setting in FINAL
         for seed in setting.seeds
     ]
@@ -492,7 +549,7 @@ def pairs_of(results: dict[str, dict], commands: dict[str, str]) -> list[Pair]:
                 [commands[dense.name], commands[ada.name]],
             )
             if pair.ada is None and (not setting.ablation or setting.variant == "paper"):
-                bare = dataclasses.replace(setting, variant="", adacomp_options=OFF)
+                bare = dataclasses.replace(setting, variant="", adacomp_options=(*OFF, *NOPRE))
                 old = Run(bare, seed, "adacomp")
                 if old.name in results:
                     pair.ada, pair.legacy = results[old.name], True

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from adacomp_mpi.codec.state import ARRAY_KEYS
 from adacomp_mpi.dist.communicator import LocalCommunicator
 from adacomp_mpi.train.build import build_trainer
 from adacomp_mpi.train.checkpoint import CheckpointError
 from adacomp_mpi.train.config import TrainConfig
-from adacomp_mpi.train.resume import CODEC_ARRAYS, check_trajectory, restore
+from adacomp_mpi.train.resume import check_trajectory, restore
 from adacomp_mpi.train.trainer import Trainer
 
 
@@ -19,7 +20,7 @@ def _trainer(config: TrainConfig) -> Trainer:
 
 def _saved_state(trainer: Trainer) -> tuple[dict, dict]:
     codec = trainer.codec_state.state_dict()
-    for key in CODEC_ARRAYS:  # residues, and velocities with momentum correction
+    for key in ARRAY_KEYS:  # residues; velocities or second moments when kept
         if key in codec:
             codec[key] = {k: torch.from_numpy(v) for k, v in codec[key].items()}
     common = {

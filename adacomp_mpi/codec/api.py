@@ -61,6 +61,8 @@ def _encode_tensor(
     goes to its spare (and, with momentum correction, every tensor's new
     velocity to its own)."""
     spec = state.specs[index]
+    if state.second_moments is not None:  # Adam preconditioning: g / (sqrt(v) + eps)
+        grad = state.second_moments.precondition(index, grad)
     velocities = state.velocities  # with it, the codec sends u = m * u + g in place of g
     if dense or not spec.compress:
         if velocities is not None:
@@ -135,7 +137,7 @@ def encode_counted(
 
 def commit(state: CodecState, *, dense: bool) -> None:
     """Every tensor of the step was finite: the new residues (not after a
-    dense step, which leaves them alone) and velocities take over."""
+    dense step, which leaves them alone), velocities and second moments take over."""
     if not dense:
         residues = state.residues
         for index, spec in enumerate(state.specs):
@@ -143,6 +145,8 @@ def commit(state: CodecState, *, dense: bool) -> None:
                 residues[index] = state.workspace.swap(index, residues[index])
     if state.velocities is not None:
         state.velocities.commit()
+    if state.second_moments is not None:
+        state.second_moments.commit()
 
 
 def encode(

@@ -69,13 +69,16 @@ def restore_residues(payload: np.ndarray, state: CodecState) -> None:
     """Undo a step this rank encoded but nobody applied: put what it sent back
     into the residues (R = G - q becomes G again), so no gradient mass is lost.
     With momentum correction, a sparsely sent tensor's velocity is unmasked and
-    a dense one's goes back to before the step (``Velocities.undo``)."""
+    a dense one's goes back to before the step (``Velocities.undo``); Adam
+    preconditioning's second moments and step count go back to before it."""
     decoded = _decoded(payload, state.specs)
     for (record, positions), residue in zip(decoded, state.residues, strict=True):
         if record.coded is not None:
             _add_sparse(record, positions, residue)
     if state.velocities is not None:
         state.velocities.undo()
+    if state.second_moments is not None:
+        state.second_moments.undo()
 
 
 def _zeros(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:

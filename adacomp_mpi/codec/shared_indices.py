@@ -59,8 +59,11 @@ def _compressed(state: CodecState) -> list[int]:
 
 def _input(state: CodecState, index: int, grad: np.ndarray) -> np.ndarray:
     """What the codec accumulates for tensor ``index``: dW, or with momentum
-    correction the new local velocity u = m u + dW (``velocity``), once per step."""
+    correction the new local velocity u = m u + dW (``velocity``), or with Adam
+    preconditioning dW / (sqrt(v) + eps) (``preconditioner``), once per step."""
     flat = np.ascontiguousarray(grad, np.float32).reshape(-1)
+    if state.second_moments is not None:
+        return state.second_moments.precondition(index, flat)
     return flat if state.velocities is None else state.velocities.advance(index, flat)
 
 
@@ -72,9 +75,16 @@ def dense_input(grads: Mapping[str, np.ndarray], state: CodecState) -> np.ndarra
 
 
 def commit_dense(state: CodecState) -> None:
-    """A dense step happened: residues untouched, new velocities (if any) take over."""
+    """A dense step happened: residues untouched, new velocities and second
+    moments (if any) take over."""
+    _commit_local(state)
+
+
+def _commit_local(state: CodecState) -> None:
     if state.velocities is not None:
         state.velocities.commit()
+    if state.second_moments is not None:
+        state.second_moments.commit()
 
 
 def accumulate(grads: Mapping[str, np.ndarray], state: CodecState, *, leader: bool) -> list:
@@ -181,8 +191,7 @@ def commit(
         state.residues[index] = state.workspace.swap(index, state.residues[index])
         if state.velocities is not None:  # masking: a sent element's momentum restarts
             state.velocities.mask(index, where)
-    if state.velocities is not None:
-        state.velocities.commit()
+    _commit_local(state)
 
 
 def void_flags(*, rank: int, size: int, void: bool) -> np.ndarray:

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .indexcoding import METHOD_NAMES
+from .preconditioner import SecondMoments
 from .selection import SCALE_RULES, Workspace
 from .specs import TensorSpec
 from .velocity import Velocities
 
 SHARED_VALUE_TYPES = ("fp16", "fp32")  # the keys of shared_indices.VALUE_TYPES
+# The keys of ``CodecState.state_dict()`` that hold {tensor name: float32 array}.
+ARRAY_KEYS = ("residues", "velocities", "second_moments")
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,16 @@ class CodecConfig:
     momentum: float = 0.0
     shared_beta: float = 1.0  # shared-index mode: residue low-pass filter (1: plain feedback)
     shared_values: str = "fp32"  # shared-index mode: value type in the Allreduce
+    adam_beta2: float = 0.0  # Adam preconditioning's second-moment rate; 0: off
+    adam_eps: float = 1e-8  # Adam preconditioning's epsilon, as torch's Adam
 
     def __post_init__(self) -> None:
+        if not 0 <= self.adam_beta2 < 1:
+            raise ValueError(f"adam beta2 must be in [0, 1), got {self.adam_beta2}")
+        if self.adam_eps <= 0:
+            raise ValueError(f"adam eps must be > 0, got {self.adam_eps}")
+        if self.adam_beta2 > 0 and self.momentum > 0:
+            raise ValueError("momentum correction and Adam preconditioning exclude each other")
         if not 0.0 < self.shared_beta <= 1.0:
             raise ValueError(f"shared beta must be in (0, 1], got {self.shared_beta}")
         if self.shared_values not in SHARED_VALUE_TYPES:
@@ -53,7 +64,8 @@ class CodecConfig:
 class CodecState:
     """Everything the encoder carries from step to step on one rank.
 
-    The residues (and, with momentum correction, the local velocities) are
+    The residues (and, with momentum correction, the local velocities; with
+    Adam preconditioning, the second moments and their step count) are
     training state: dropping them loses gradient mass, so checkpoints must
     store ``state_dict()``.
     """
@@ -65,6 +77,7 @@ class CodecState:
     # so it must survive a resume like the residues.
     exchanges: int = field(init=False, default=0)
     velocities: Velocities | None = field(init=False, default=None)
+    second_moments: SecondMoments | None = field(init=False, default=None)
     workspace: Workspace = field(init=False, repr=False, default_factory=Workspace)
 
     def __post_init__(self) -> None:
@@ -72,6 +85,10 @@ class CodecState:
         self.residues = [np.zeros(s.numel if s.compress else 0, np.float32) for s in self.specs]
         if self.config.momentum > 0:
             self.velocities = Velocities(self.specs, self.config.momentum)
+        if self.config.adam_beta2 > 0:
+            self.second_moments = SecondMoments(
+                self.specs, beta2=self.config.adam_beta2, eps=self.config.adam_eps
+            )
 
     def state_dict(self) -> dict:
         """Plain arrays and ints, for checkpoints."""
@@ -83,6 +100,12 @@ class CodecState:
             saved["velocities"] = {
                 s.name: u.copy() for s, u in zip(self.specs, self.velocities.current, strict=True)
             }
+        if self.second_moments is not None:
+            saved["second_moments"] = {
+                s.name: v.copy()
+                for s, v in zip(self.specs, self.second_moments.current, strict=True)
+            }
+            saved["adam_steps"] = self.second_moments.steps
         return saved
 
     def load_state_dict(self, saved: dict) -> None:
@@ -97,6 +120,12 @@ class CodecState:
             targets.append(("velocity", saved["velocities"], self.velocities.current))
         elif "velocities" in saved:
             raise ValueError("codec state was saved with momentum correction")
+        if self.second_moments is not None:
+            if "second_moments" not in saved:
+                raise ValueError("codec state was saved without Adam preconditioning")
+            targets.append(("second moment", saved["second_moments"], self.second_moments.current))
+        elif "second_moments" in saved:
+            raise ValueError("codec state was saved with Adam preconditioning")
         for what, arrays, buffers in targets:
             if set(arrays) != {s.name for s in self.specs}:
                 raise ValueError("codec state was saved for a different model layout")
@@ -108,6 +137,8 @@ class CodecState:
             for spec, target in zip(self.specs, buffers, strict=True):
                 target[...] = np.asarray(arrays[spec.name], np.float32)
         self.exchanges = int(saved.get("exchanges", 0))  # older checkpoints: 0
+        if self.second_moments is not None:
+            self.second_moments.steps = int(saved["adam_steps"])
 
 
 def make_state(specs: Sequence[TensorSpec], config: CodecConfig | None = None) -> CodecState:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from adacomp_mpi.codec import LAYER_KINDS, CodecConfig, CompressionPolicy, TensorSpec, make_state
+from adacomp_mpi.codec.state import ARRAY_KEYS
 from adacomp_mpi.dist.communicator import Communicator, MpiCommunicator
 from adacomp_mpi.dist.exchange import EXCHANGES, make_exchange
 from adacomp_mpi.report.schema import FLOAT32_BYTES, ratio
@@ -99,6 +100,9 @@ class GradientAverager:
     ``momentum`` > 0 turns on momentum correction with masking (docs/CODEC.md):
     each rank keeps a local velocity and sends it, so build the optimizer as
     plain SGD (``momentum=0``) and put weight decay into the gradients yourself.
+    ``adam_beta2`` > 0 (e.g. 0.999) turns on Adam preconditioning instead: each
+    rank sends g / (sqrt(v) + eps) of its own second moment v, so build the
+    optimizer as ``SGD(momentum=beta1, dampening=beta1)``, Adam's first moment.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class GradientAverager:
         scale_rule: str = "mean_abs",
         index_coding: str = "auto",
         momentum: float = 0.0,
+        adam_beta2: float = 0.0,
         broadcast: bool = True,
     ) -> None:
         self.comm: Communicator = comm if comm is not None else MpiCommunicator()
@@ -133,10 +138,12 @@ class GradientAverager:
                 scale_rule=scale_rule,
                 index_coding=index_coding,
                 momentum=momentum if compression == "adacomp" else 0.0,
+                adam_beta2=adam_beta2 if compression == "adacomp" else 0.0,
             )
             tensors = _broadcast_list(model_or_params, params) if broadcast else []
             shapes = [(str(t.dtype), tuple(t.shape)) for t in tensors]
-            layout = (compression, scale_rule, index_coding, momentum, dense_below, specs, shapes)
+            options = (compression, scale_rule, index_coding, momentum, adam_beta2, dense_below)
+            layout = (*options, specs, shapes)
         except (ValueError, TypeError, KeyError) as failure:
             error, layout = failure, None
         self._agree(error, layout)
@@ -226,12 +233,12 @@ class GradientAverager:
         weights_only=True)`` takes them) and counters. Residues differ per rank:
         save one per rank. Dropping them loses the gradient not yet sent."""
         codec = self._state.state_dict()
-        saved = {
+        return {
             "compression": self.compression,
-            **{key: _tensors(codec[key]) for key in ("residues", "velocities") if key in codec},
+            **{key: _tensors(codec[key]) for key in ARRAY_KEYS if key in codec},
+            **({"adam_steps": codec["adam_steps"]} if "adam_steps" in codec else {}),
             **{name: getattr(self, name) for name in COUNTERS},
         }
-        return saved
 
     def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         """Restore a ``state_dict()``; ValueError (nothing changed) if it does not
@@ -255,10 +262,10 @@ class GradientAverager:
         counters = {name: saved[name] for name in COUNTERS}
         if not all(type(value) is int and value >= 0 for value in counters.values()):
             raise ValueError(f"state_dict counters must be integers >= 0, got {counters}")
-        codec = {"residues": residues}
-        if "velocities" in saved:
-            codec["velocities"] = {k: _array(v) for k, v in dict(saved["velocities"]).items()}
-        self._state.load_state_dict(codec)  # checks the velocities before changing anything
+        codec: dict[str, Any] = {"residues": residues, "adam_steps": saved.get("adam_steps", 0)}
+        for key in set(ARRAY_KEYS[1:]) & set(saved):  # velocities, second moments
+            codec[key] = {k: _array(v) for k, v in dict(saved[key]).items()}
+        self._state.load_state_dict(codec)  # checks them before changing anything
         for name, value in counters.items():
             setattr(self, name, value)
 

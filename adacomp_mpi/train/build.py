@@ -30,7 +30,7 @@ from .layers import gradient_specs
 from .ledger import Ledger
 from .loss_scale import LossScale
 from .model_file import init_from
-from .optim import OPTIMIZERS, describe_change, settings_for
+from .optim import OPTIMIZERS, describe_change, make_optimizer, settings_for
 from .overlap import OverlappedEncoder
 from .overlap_choice import OverlapTrial
 from .schedule import Schedule
@@ -145,6 +145,7 @@ def build_trainer(
             config.scale_rule,
             config.index_coding,
             momentum=update.momentum,
+            adam_beta2=update.adam_beta2,
             shared_beta=config.scalecom_beta,
             shared_values=config.scalecom_values,
             shared_selection=SharedSelection(
@@ -163,9 +164,14 @@ def build_trainer(
         get_logger().info("overlap off: fp16 gradients are unscaled only after backward")
     if overlap and update.clip_norm > 0:  # the local norm must be known before any encode
         overlap = False
-        get_logger().info("overlap off: momentum correction clips the whole local gradient")
-    settings = settings_for(config, local_momentum=update.active)
-    if change := describe_change(config, settings, local_momentum=update.active):
+        get_logger().info("overlap off: the local update clips the whole local gradient")
+    local_momentum = update.momentum > 0
+    settings = settings_for(
+        config, local_momentum=local_momentum, preconditioned=update.preconditioned
+    )
+    if update.preconditioned:
+        get_logger().info("Adam preconditioning: each rank's g / (sqrt(v) + eps) is compressed")
+    if change := describe_change(config, settings, local_momentum=local_momentum):
         get_logger().info("%s", change)
     steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
     return Trainer(
@@ -173,7 +179,9 @@ def build_trainer(
         comm=comm,
         dataset=dataset,
         model=model,
-        optimizer=OPTIMIZERS[config.optimizer](params, settings),
+        optimizer=make_optimizer(
+            config.optimizer, params, settings, preconditioned=update.preconditioned
+        ),
         base_lr=settings.lr,
         codec_state=state,
         exchange=make_exchange(config.compression, comm=comm, state=state),

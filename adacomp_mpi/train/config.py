@@ -38,6 +38,7 @@ class TrainConfig:
     momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
+    adam_preconditioning: bool = True  # Adam: g / (sqrt(v_local) + eps) into the codec
     scalecom_beta: float = 0.5  # scalecom: residue low-pass filter; 1: plain error feedback
     scalecom_values: str = "fp32"  # scalecom: value type in the Allreduce (fp32 or fp16)
     scalecom_selection: str = "fixed"  # scalecom: top M per bin, or "adaptive" (AdaComp's rule)
@@ -111,6 +112,7 @@ TRAJECTORY_OPTIONS = (
     "momentum_correction",
     "compressed_momentum",
     "compress_vectors",
+    "adam_preconditioning",
     "scalecom_beta",
     "scalecom_values",
     "scalecom_selection",
@@ -133,6 +135,7 @@ TRAJECTORY_OPTIONS = (
 PREDATED: dict[str, Any] = {
     "momentum_correction": False,
     "compress_vectors": False,
+    "adam_preconditioning": False,
     "compressed_momentum": None,
     "scalecom_selection": "adaptive",
     "scalecom_beta": 1.0,

@@ -1,9 +1,12 @@
-"""Momentum correction on the trainer's side (the rule: ``codec/velocity.py``).
+"""The trainer's side of the local updates: momentum correction (the rule:
+``codec/velocity.py``) and Adam preconditioning (``codec/preconditioner.py``).
 
-The codec keeps each rank's local velocity and sends it; the trainer must then
-(1) add weight decay to the local gradient before the codec sees it, (2) clip
-the local gradient, not the averaged update, and (3) step with plain SGD. This
-module decides when the correction applies and does those three things.
+Either way the codec sends something made from this rank's own gradient; the
+trainer must then (1) add weight decay to the local gradient before the codec
+sees it, (2) clip the local gradient, not the averaged update, and (3) step
+with plain SGD (momentum correction) or SGD with momentum = dampening = beta1
+(Adam preconditioning: Adam's first moment). This module decides when either
+applies and does the first two.
 """
 
 from __future__ import annotations
@@ -15,25 +18,31 @@ from dataclasses import dataclass
 import torch
 
 from .config import TrainConfig
-from .optim import COMPRESSED
+from .optim import ADAM_BETA2, COMPRESSED
 
 
 @dataclass(frozen=True)
 class LocalUpdate:
     """What happens to this rank's gradient before the codec, with the correction on.
 
-    ``momentum`` 0 means the correction is off (nothing here applies).
+    ``momentum`` > 0: momentum correction; ``adam_beta2`` > 0: Adam
+    preconditioning; both 0: nothing here applies.
     ``clip_norm`` is the local threshold: --clip-grad-norm / sqrt(ranks), as in
     DGC, so N clipped local gradients add up to about the global threshold.
     """
 
     momentum: float = 0.0
+    adam_beta2: float = 0.0
     weight_decay: float = 0.0
     clip_norm: float = 0.0
 
     @property
     def active(self) -> bool:
-        return self.momentum > 0
+        return self.momentum > 0 or self.adam_beta2 > 0
+
+    @property
+    def preconditioned(self) -> bool:
+        return self.adam_beta2 > 0
 
     @torch.no_grad()
     def decay(self, param: torch.nn.Parameter) -> None:
@@ -69,9 +78,26 @@ def why_not(config: TrainConfig) -> str | None:
     return found[0] if found else None
 
 
+def preconditions(config: TrainConfig) -> bool:
+    """Whether this run's codec preconditions with Adam's second moment:
+    --adam-preconditioning (the default) with Adam and a residue."""
+    return (
+        config.adam_preconditioning
+        and config.optimizer == "adam"
+        and config.compression in COMPRESSED
+    )
+
+
 def local_update(config: TrainConfig, world_size: int) -> LocalUpdate:
-    """The local update of this run: active only for AdaComp or scalecom with SGD-momentum."""
-    if not config.momentum_correction or why_not(config) is not None:
+    """The local update of this run: momentum correction for AdaComp or
+    scalecom with SGD-momentum, Adam preconditioning for them with Adam."""
+    corrects = config.momentum_correction and why_not(config) is None
+    if not corrects and not preconditions(config):
         return LocalUpdate()
     clip = config.clip_grad_norm / math.sqrt(world_size) if config.clip_grad_norm > 0 else 0.0
-    return LocalUpdate(momentum=config.momentum, weight_decay=config.weight_decay, clip_norm=clip)
+    return LocalUpdate(
+        momentum=config.momentum if corrects else 0.0,
+        adam_beta2=ADAM_BETA2 if not corrects else 0.0,
+        weight_decay=config.weight_decay,
+        clip_norm=clip,
+    )

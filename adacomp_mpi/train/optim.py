@@ -23,6 +23,7 @@ import torch
 from .config import TrainConfig
 
 COMPRESSED = ("adacomp", "scalecom")  # the modes with a residue, where the delay arises
+ADAM_BETA2 = 0.999  # Adam's second-moment rate (torch's default), in the optimizer or the codec
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,34 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
         torch.optim.SGD, params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
     ),
     "adam": lambda params, s: _fused(
-        torch.optim.Adam, params, lr=s.lr, betas=(s.momentum, 0.999), weight_decay=s.weight_decay
+        torch.optim.Adam,
+        params,
+        lr=s.lr,
+        betas=(s.momentum, ADAM_BETA2),
+        weight_decay=s.weight_decay,
     ),
 }
+
+# Adam preconditioning (codec/preconditioner.py): the codec has divided by each
+# rank's sqrt(v), so what is left of Adam is its first moment, an exponential
+# average: SGD with dampening = momentum = beta1 (weight decay went in locally).
+PRECONDITIONED_ADAM: OptimizerFactory = lambda params, s: _fused(  # noqa: E731
+    torch.optim.SGD, params, lr=s.lr, momentum=s.momentum, dampening=s.momentum, weight_decay=0.0
+)
+
+
+def make_optimizer(
+    name: str,
+    params: Iterable[torch.nn.Parameter],
+    settings: OptimizerSettings,
+    *,
+    preconditioned: bool = False,
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` (a key of OPTIMIZERS), or what is left of Adam
+    when the codec preconditions."""
+    factory = PRECONDITIONED_ADAM if preconditioned else OPTIMIZERS[name]
+    return factory(params, settings)
+
 
 # The factor on the learning rate that keeps the step length when momentum goes
 # from m to M < m, per optimizer.
@@ -78,21 +104,26 @@ LR_FACTORS: dict[str, Callable[[float, float], float]] = {
 }
 
 
-def settings_for(config: TrainConfig, *, local_momentum: bool) -> OptimizerSettings:
+def settings_for(
+    config: TrainConfig, *, local_momentum: bool, preconditioned: bool = False
+) -> OptimizerSettings:
     """The optimizer's settings for this run.
 
     ``local_momentum``: momentum correction carries momentum and weight decay in
     the codec, so the optimizer steps plain SGD. Otherwise, with a residue and
     --compressed-momentum M below the asked-for momentum, momentum compensation.
+    ``preconditioned`` (Adam preconditioning): weight decay went into the local
+    gradients, so the optimizer has none.
     """
     if local_momentum:
         return OptimizerSettings(lr=config.lr, momentum=0.0, weight_decay=0.0)
-    asked = OptimizerSettings(config.lr, config.momentum, config.weight_decay)
+    decay = 0.0 if preconditioned else config.weight_decay
+    asked = OptimizerSettings(config.lr, config.momentum, decay)
     target = config.compressed_momentum
     if config.compression not in COMPRESSED or target is None or config.momentum <= target:
         return asked
     factor = LR_FACTORS[config.optimizer](config.momentum, target)
-    return OptimizerSettings(config.lr * factor, target, config.weight_decay)
+    return OptimizerSettings(config.lr * factor, target, decay)
 
 
 def describe_change(

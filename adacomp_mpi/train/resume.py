@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from adacomp_mpi.codec.state import ARRAY_KEYS
 from adacomp_mpi.common.log import get_logger
 from adacomp_mpi.dist.agree import agree
 
@@ -15,16 +16,12 @@ from . import checkpoint, checkpoint_write
 from .config import MODE_OPTIONS, PREDATED, PREDATED_PER_BIN, TRAJECTORY_OPTIONS, TrainConfig
 from .trainer import Trainer
 
-# The codec state's per-tensor arrays (residues; local velocities with
-# momentum correction), stored per rank as CPU tensors.
-CODEC_ARRAYS = ("residues", "velocities")
-
 
 def save_checkpoint(trainer: Trainer) -> None:
     """Collective: write model, optimizer, ledger and every rank's residues."""
     trainer.heartbeat.beat("checkpoint", trainer.step)
     codec = trainer.codec_state.state_dict()
-    for key in CODEC_ARRAYS:
+    for key in ARRAY_KEYS:
         if key in codec:
             codec[key] = {k: torch.from_numpy(v) for k, v in codec[key].items()}
     path = checkpoint_write.save(
@@ -83,7 +80,7 @@ def restore(trainer: Trainer, common: dict[str, Any], rank_state: dict[str, Any]
         if trainer.loss_scale is not None and common.get("loss_scale") is not None:
             trainer.loss_scale.load_state_dict(common["loss_scale"])
         codec = dict(rank_state["codec"])
-        for key in CODEC_ARRAYS:
+        for key in ARRAY_KEYS:
             if key in codec:
                 codec[key] = {k: v.numpy() for k, v in codec[key].items()}
         trainer.codec_state.load_state_dict(codec)

@@ -38,25 +38,30 @@ def gradients(rng: np.random.Generator, scale: float = 1.0) -> dict[str, np.ndar
     }
 
 
-def reference(grads: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def reference(grads: list[dict[str, np.ndarray]], ranks: int = 1) -> tuple[dict, dict]:
     """u of the last step and v after it, in float64, from the rule in docs/CODEC.md."""
     v = {spec.name: np.zeros(spec.numel) for spec in SPECS}
+    a = {spec.name: np.zeros(spec.numel) for spec in SPECS}
     for t, step in enumerate(grads, start=1):
         u = {}
         for name, g in step.items():
             g = g.astype(np.float64)
             v[name] = B2 * v[name] + (1 - B2) * g * g
-            u[name] = g / (np.sqrt(v[name] / (1 - B2**t)) + EPS)
+            a[name] = 0.9 * a[name] + 0.1 * g
+            mean_hat, v_hat = a[name] / (1 - 0.9**t), v[name] / (1 - B2**t)
+            moment = (1 - 1 / ranks) * mean_hat**2 + v_hat / ranks
+            u[name] = g / (np.sqrt(moment) + EPS)
     return u, v
 
 
-def test_dense_steps_send_g_over_the_bias_corrected_root_of_v() -> None:
+@pytest.mark.parametrize("ranks", [1, 4])
+def test_dense_steps_send_g_over_the_root_of_the_mean_gradients_moment(ranks: int) -> None:
     rng = np.random.default_rng(0)
-    state = make_state(SPECS, CONFIG)
+    state = make_state(SPECS, CodecConfig(adam_beta2=B2, adam_eps=EPS, adam_ranks=ranks))
     steps = [gradients(rng, scale) for scale in (1.0, 3.0, 0.01, 1.0)]
     for grads in steps:
         payload = encode(grads, state, dense=True)
-    expected_u, expected_v = reference(steps)
+    expected_u, expected_v = reference(steps, ranks)
     sent = decode(payload, SPECS)
     for index, spec in enumerate(SPECS):
         np.testing.assert_allclose(sent[spec.name], expected_u[spec.name], rtol=2e-5)
@@ -133,7 +138,7 @@ def test_state_dict_round_trip_and_mismatches() -> None:
     state = make_state(SPECS, CONFIG)
     encode(gradients(rng), state)
     saved = state.state_dict()
-    assert saved["adam_steps"] == 1
+    assert saved["adam_steps"] == 1 and set(saved["adam_means"]) == {s.name for s in SPECS}
     copy = make_state(SPECS, CONFIG)
     copy.load_state_dict(saved)
     grads = gradients(rng)
@@ -251,3 +256,15 @@ def test_the_averager_preconditions_and_checkpoints_the_second_moments() -> None
     without = {key: value for key, value in saved.items() if key != "second_moments"}
     with pytest.raises(ValueError, match="without Adam preconditioning"):
         other.load_state_dict(without)
+
+
+def test_scalecom_preconditions_and_advances_t_once_per_applied_step(tmp_path: Path) -> None:
+    config = _config(tmp_path, compression="scalecom", max_steps=12, dense_warmup_steps=2)
+    trainer = build_trainer(config, LocalCommunicator(), "cpu")
+    assert trainer.codec_state.second_moments is not None
+    rows = np.arange(16)
+    for step in range(12):
+        trainer.train_step((rows + 16 * step) % len(trainer.dataset.x_train))
+        trainer.ledger.position.step += 1
+    assert trainer.codec_state.second_moments.steps == 12
+    assert all(np.isfinite(p.detach().numpy()).all() for p in trainer.model.parameters())

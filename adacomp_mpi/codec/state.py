@@ -15,7 +15,7 @@ from .velocity import Velocities
 
 SHARED_VALUE_TYPES = ("fp16", "fp32")  # the keys of shared_indices.VALUE_TYPES
 # The keys of ``CodecState.state_dict()`` that hold {tensor name: float32 array}.
-ARRAY_KEYS = ("residues", "velocities", "second_moments")
+ARRAY_KEYS = ("residues", "velocities", "second_moments", "adam_means")
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class CodecConfig:
     shared_values: str = "fp32"  # shared-index mode: value type in the Allreduce
     adam_beta2: float = 0.0  # Adam preconditioning's second-moment rate; 0: off
     adam_eps: float = 1e-8  # Adam preconditioning's epsilon, as torch's Adam
+    adam_ranks: int = 1  # Adam preconditioning: N, the ranks whose mean is averaged
 
     def __post_init__(self) -> None:
         if not 0 <= self.adam_beta2 < 1:
             raise ValueError(f"adam beta2 must be in [0, 1), got {self.adam_beta2}")
         if self.adam_eps <= 0:
             raise ValueError(f"adam eps must be > 0, got {self.adam_eps}")
+        if self.adam_ranks < 1:
+            raise ValueError(f"adam ranks must be >= 1, got {self.adam_ranks}")
         if self.adam_beta2 > 0 and self.momentum > 0:
             raise ValueError("momentum correction and Adam preconditioning exclude each other")
         if not 0.0 < self.shared_beta <= 1.0:
@@ -87,7 +90,10 @@ class CodecState:
             self.velocities = Velocities(self.specs, self.config.momentum)
         if self.config.adam_beta2 > 0:
             self.second_moments = SecondMoments(
-                self.specs, beta2=self.config.adam_beta2, eps=self.config.adam_eps
+                self.specs,
+                beta2=self.config.adam_beta2,
+                eps=self.config.adam_eps,
+                ranks=self.config.adam_ranks,
             )
 
     def state_dict(self) -> dict:
@@ -100,12 +106,10 @@ class CodecState:
             saved["velocities"] = {
                 s.name: u.copy() for s, u in zip(self.specs, self.velocities.current, strict=True)
             }
-        if self.second_moments is not None:
-            saved["second_moments"] = {
-                s.name: v.copy()
-                for s, v in zip(self.specs, self.second_moments.current, strict=True)
-            }
-            saved["adam_steps"] = self.second_moments.steps
+        if (moments := self.second_moments) is not None:
+            for key, arrays in (("second_moments", moments.current), ("adam_means", moments.means)):
+                saved[key] = {s.name: a.copy() for s, a in zip(self.specs, arrays, strict=True)}
+            saved["adam_steps"] = moments.steps
         return saved
 
     def load_state_dict(self, saved: dict) -> None:
@@ -124,6 +128,7 @@ class CodecState:
             if "second_moments" not in saved:
                 raise ValueError("codec state was saved without Adam preconditioning")
             targets.append(("second moment", saved["second_moments"], self.second_moments.current))
+            targets.append(("mean gradient", saved["adam_means"], self.second_moments.means))
         elif "second_moments" in saved:
             raise ValueError("codec state was saved with Adam preconditioning")
         for what, arrays, buffers in targets:

@@ -100,9 +100,8 @@ class GradientAverager:
     ``momentum`` > 0 turns on momentum correction with masking (docs/CODEC.md):
     each rank keeps a local velocity and sends it, so build the optimizer as
     plain SGD (``momentum=0``) and put weight decay into the gradients yourself.
-    ``adam_beta2`` > 0 (e.g. 0.999) turns on Adam preconditioning instead: each
-    rank sends g / (sqrt(v) + eps) of its own second moment v, so build the
-    optimizer as ``SGD(momentum=beta1, dampening=beta1)``, Adam's first moment.
+    ``adam_beta2`` > 0 (e.g. 0.999): Adam preconditioning (docs/CODEC.md); build
+    the optimizer as ``SGD(momentum=beta1, dampening=beta1)``, Adam's first moment.
     """
 
     def __init__(
@@ -139,6 +138,7 @@ class GradientAverager:
                 index_coding=index_coding,
                 momentum=momentum if compression == "adacomp" else 0.0,
                 adam_beta2=adam_beta2 if compression == "adacomp" else 0.0,
+                adam_ranks=self.comm.size,
             )
             tensors = _broadcast_list(model_or_params, params) if broadcast else []
             shapes = [(str(t.dtype), tuple(t.shape)) for t in tensors]

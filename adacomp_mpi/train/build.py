@@ -146,6 +146,7 @@ def build_trainer(
             config.index_coding,
             momentum=update.momentum,
             adam_beta2=update.adam_beta2,
+            adam_ranks=comm.size,
             shared_beta=config.scalecom_beta,
             shared_values=config.scalecom_values,
             shared_selection=SharedSelection(

@@ -59,9 +59,10 @@ ACCURACY = [
         "--adam-preconditioning/--no-adam-preconditioning",
         default=DEFAULTS.adam_preconditioning,
         show_default=True,
-        help="AdaComp or scalecom with Adam: every rank divides its gradient by its own "
-        "Adam denominator sqrt(v) + eps before the codec, and the optimizer applies "
-        "the mean with Adam's first moment only (SGD, momentum = dampening = beta1). "
+        help="AdaComp or scalecom with Adam: every rank divides its gradient by "
+        "sqrt(s) + eps before the codec, s its estimate of the mean gradient's second "
+        "moment (docs/CODEC.md), and the optimizer applies the mean with Adam's first "
+        "moment only (SGD, momentum = dampening = beta1). "
         "Weight decay and --clip-grad-norm act on the local gradient, as with "
         "--momentum-correction.",
     ),

@@ -268,3 +268,31 @@ def test_scalecom_preconditions_and_advances_t_once_per_applied_step(tmp_path: P
         trainer.ledger.position.step += 1
     assert trainer.codec_state.second_moments.steps == 12
     assert all(np.isfinite(p.detach().numpy()).all() for p in trainer.model.parameters())
+
+
+def test_overlap_changes_nothing_with_preconditioning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    runs = [
+        train(_config(tmp_path / mode, overlap=mode, weight_decay=1e-3), LocalCommunicator())
+        for mode in ("on", "off")
+    ]
+    assert runs[0]["param_digest"] == runs[1]["param_digest"]
+    assert runs[0]["bytes_sent"] == runs[1]["bytes_sent"]
+
+
+def test_finely_binned_tensors_keep_the_asked_for_beta1(tmp_path: Path) -> None:
+    """The CNN: conv weights (L_T 50) keep beta1 0.9, the rest is compensated to 0.5."""
+    config = _config(tmp_path, model="cnn", dataset="digits")
+    trainer = build_trainer(config, LocalCommunicator(), "cpu")
+    groups = trainer.optimizer.param_groups
+    assert [group["momentum"] for group in groups] == pytest.approx([0.5, 0.9])
+    assert all(group["dampening"] == group["momentum"] for group in groups)
+    conv = {
+        id(p) for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d) for p in [m.weight]
+    }
+    assert {id(p) for p in groups[1]["params"]} == conv
+    mlp = build_trainer(_config(tmp_path / "mlp"), LocalCommunicator(), "cpu")
+    assert len(mlp.optimizer.param_groups) == 1

@@ -61,7 +61,7 @@ def _encode_tensor(
     goes to its spare (and, with momentum correction, every tensor's new
     velocity to its own)."""
     spec = state.specs[index]
-    if state.second_moments is not None:  # Adam preconditioning: g / (sqrt(v) + eps)
+    if state.second_moments is not None:  # Adam preconditioning: g / (sqrt(s) + eps)
         grad = state.second_moments.precondition(index, grad)
     velocities = state.velocities  # with it, the codec sends u = m * u + g in place of g
     if dense or not spec.compress:

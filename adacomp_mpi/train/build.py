@@ -30,7 +30,7 @@ from .layers import gradient_specs
 from .ledger import Ledger
 from .loss_scale import LossScale
 from .model_file import init_from
-from .optim import OPTIMIZERS, describe_change, make_optimizer, settings_for
+from .optim import OPTIMIZERS, SHORT_BIN, describe_change, make_optimizer, settings_for
 from .overlap import OverlappedEncoder
 from .overlap_choice import OverlapTrial
 from .schedule import Schedule
@@ -171,7 +171,12 @@ def build_trainer(
         config, local_momentum=local_momentum, preconditioned=update.preconditioned
     )
     if update.preconditioned:
-        get_logger().info("Adam preconditioning: each rank's g / (sqrt(v) + eps) is compressed")
+        get_logger().info(
+            "Adam preconditioning: each rank's g / (sqrt(s) + eps) is compressed; tensors "
+            "with L_T < %d keep beta1 %g",
+            SHORT_BIN,
+            config.momentum,
+        )
     if change := describe_change(config, settings, local_momentum=local_momentum):
         get_logger().info("%s", change)
     steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
@@ -181,7 +186,12 @@ def build_trainer(
         dataset=dataset,
         model=model,
         optimizer=make_optimizer(
-            config.optimizer, params, settings, preconditioned=update.preconditioned
+            config.optimizer,
+            params,
+            settings,
+            preconditioned=update.preconditioned,
+            short_bins=[spec.compress and spec.bin_size < SHORT_BIN for spec in specs],
+            asked_momentum=config.momentum,
         ),
         base_lr=settings.lr,
         codec_state=state,

@@ -23,7 +23,7 @@ from .optim import ADAM_BETA2, COMPRESSED
 
 @dataclass(frozen=True)
 class LocalUpdate:
-    """What happens to this rank's gradient before the codec, with the correction on.
+    """What happens to this rank's gradient before the codec, with a local remedy on.
 
     ``momentum`` > 0: momentum correction; ``adam_beta2`` > 0: Adam
     preconditioning; both 0: nothing here applies.

@@ -296,3 +296,21 @@ def test_finely_binned_tensors_keep_the_asked_for_beta1(tmp_path: Path) -> None:
     assert {id(p) for p in groups[1]["params"]} == conv
     mlp = build_trainer(_config(tmp_path / "mlp"), LocalCommunicator(), "cpu")
     assert len(mlp.optimizer.param_groups) == 1
+
+
+def test_the_blocked_passes_give_the_same_floats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adacomp_mpi.codec import preconditioner
+
+    rng = np.random.default_rng(6)
+    spec = [TensorSpec("w", 10_000, kind="fc", bin_size=500)]
+    grads = [rng.standard_normal(10_000).astype(np.float32) for _ in range(3)]
+    results = []
+    for block in (1 << 20, 999):
+        monkeypatch.setattr(preconditioner, "BLOCK_ELEMENTS", block)
+        moments = preconditioner.SecondMoments(spec, beta2=B2, eps=EPS, ranks=3)
+        for grad in grads:
+            u = moments.precondition(0, grad).copy()
+            moments.commit()
+        results.append((u, moments.current[0].copy(), moments.means[0].copy()))
+    for whole, blocked in zip(*results, strict=True):
+        np.testing.assert_array_equal(whole, blocked)

@@ -35,10 +35,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .blocks import BLOCK_ELEMENTS
 from .specs import TensorSpec
 
 MEAN_RATE = 0.9  # b: the local mean gradient's rate (Adam's default beta1)
+# Elements per block: six float32 arrays of 128 KiB each stay in cache for the
+# dozen passes of a block.
+BLOCK_ELEMENTS = 1 << 15
 
 
 class SecondMoments:
@@ -70,7 +72,8 @@ class SecondMoments:
         go to the spares). The returned buffer is reused by the next step's call.
 
         Block by block, so that the dozen passes of each block run in cache:
-        2.3x faster than whole-tensor passes on 1 M elements."""
+        1.4x faster than whole-tensor passes on 1 M elements (4.7 against 6.6
+        ms, best of 40, one core), and the same floats."""
         weights = self._factors()
         arrays = (
             grad,

@@ -121,6 +121,15 @@ LT100 = {"variant": "LT100", "adacomp_options": ("--bin-size", "recurrent=100", 
 FASHION = "full 60 k / 10 k, three passes (the trainer has no subsample option)"
 LM_NOTE = f"first {int(SHAKESPEARE_CAP):,} bytes of the corpus (`ADACOMP_SHAKESPEARE_MAX_BYTES`)"
 
+PRE_COMP_VEC = (
+    "--no-momentum-correction",
+    "--scale-rule",
+    "mean_abs",
+    "--compress-vectors",
+    "--compressed-momentum",
+    "0.5",
+    "--adam-preconditioning",
+)
 # The remedies, one switch each, spelled out in full so that a changed default
 # never changes what a row measured (docs/CODEC.md, "Accuracy remedies").
 REMEDIES: dict[str, tuple[str, ...]] = {
@@ -185,24 +194,10 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         *NOPRE,
     ),
     # Adam preconditioning with momentum compensation: Adam's defaults spelled out
-    "pre-comp-vec": (
-        "--no-momentum-correction",
-        "--scale-rule",
-        "mean_abs",
-        "--compress-vectors",
-        "--compressed-momentum",
-        "0.5",
-        "--adam-preconditioning",
-    ),
+    "pre-comp-vec": PRE_COMP_VEC,
     # ... with L_T 700 for the language model's weights: the ratio back above 200x
     "pre-comp-vec-LT700": (
-        "--no-momentum-correction",
-        "--scale-rule",
-        "mean_abs",
-        "--compress-vectors",
-        "--compressed-momentum",
-        "0.5",
-        "--adam-preconditioning",
+        *PRE_COMP_VEC,
         "--bin-size",
         "recurrent=700",
         "--bin-size",

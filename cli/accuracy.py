@@ -48,6 +48,14 @@ ACCURACY = [
         "step length. 'off': the optimizer as asked.",
     ),
     click.option(
+        "--remedy-min-bin",
+        type=click.IntRange(min=0),
+        default=DEFAULTS.remedy_min_bin,
+        show_default=True,
+        help="Momentum compensation only for tensors with L_T >= N: finer-binned ones "
+        "(conv, L_T 50) keep the asked momentum and lr. 0: every tensor.",
+    ),
+    click.option(
         "--momentum-correction/--no-momentum-correction",
         default=DEFAULTS.momentum_correction,
         help="AdaComp with SGD-momentum: every rank keeps a local velocity, sends it "

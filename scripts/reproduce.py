@@ -121,6 +121,9 @@ LT100 = {"variant": "LT100", "adacomp_options": ("--bin-size", "recurrent=100", 
 FASHION = "full 60 k / 10 k, three passes (the trainer has no subsample option)"
 LM_NOTE = f"first {int(SHAKESPEARE_CAP):,} bytes of the corpus (`ADACOMP_SHAKESPEARE_MAX_BYTES`)"
 
+# --remedy-min-bin N, as the code ran before the option: Adam
+# preconditioning skipped tensors of L_T < 100, compensation and correction none (0).
+MIN_BIN = "--remedy-min-bin"
 PRE_COMP_VEC = (
     "--no-momentum-correction",
     "--scale-rule",
@@ -128,7 +131,18 @@ PRE_COMP_VEC = (
     "--compress-vectors",
     "--compressed-momentum",
     "0.5",
+    MIN_BIN,
+    "100",
     "--adam-preconditioning",
+)
+MC_VEC = ("--momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors")
+COMP_VEC = (
+    "--no-momentum-correction",
+    "--scale-rule",
+    "mean_abs",
+    "--compress-vectors",
+    "--compressed-momentum",
+    "0.5",
 )
 # The remedies, one switch each, spelled out in full so that a changed default
 # never changes what a row measured (docs/CODEC.md, "Accuracy remedies").
@@ -154,17 +168,14 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         "--scale-rule",
         "mean_abs",
         "--no-compress-vectors",
+        MIN_BIN,
+        "0",
         *OFF,
         *NOPRE,
     ),
-    "mc-vec": (
-        "--momentum-correction",
-        "--scale-rule",
-        "mean_abs",
-        "--compress-vectors",
-        *OFF,
-        *NOPRE,
-    ),
+    "mc-vec": (*MC_VEC, MIN_BIN, "0", *OFF, *NOPRE),
+    # ... on tensors with L_T >= 100 only (conv keeps its momentum in the optimizer)
+    "mc100-vec": (*MC_VEC, MIN_BIN, "100", *OFF, *NOPRE),
     "vec": (
         "--no-momentum-correction",
         "--scale-rule",
@@ -184,15 +195,9 @@ REMEDIES: dict[str, tuple[str, ...]] = {
         *NOPRE,
     ),
     # momentum compensation (docs/CODEC.md)
-    "comp-vec": (
-        "--no-momentum-correction",
-        "--scale-rule",
-        "mean_abs",
-        "--compress-vectors",
-        "--compressed-momentum",
-        "0.5",
-        *NOPRE,
-    ),
+    "comp-vec": (*COMP_VEC, MIN_BIN, "0", *NOPRE),
+    # ... on tensors with L_T >= 100 only (conv keeps momentum and lr): SGD's default
+    "comp100-vec": (*COMP_VEC, MIN_BIN, "100", *NOPRE),
     # Adam preconditioning with momentum compensation: Adam's defaults spelled out
     "pre-comp-vec": PRE_COMP_VEC,
     # ... with L_T 700 for the language model's weights: the ratio back above 200x
@@ -245,6 +250,20 @@ ABLATION: tuple[Setting, ...] = (
     *ablation(
         Setting("cnn", "fashion_mnist", "sgd", 4, CNN_SGD, timeout=900, note=FASHION),
         ("vec", "comp-vec"),
+    ),
+    # ... and at today's defaults, where conv keeps its momentum and lr: three seeds.
+    *ablation(
+        Setting(
+            "cnn",
+            "fashion_mnist",
+            "sgd",
+            4,
+            CNN_SGD,
+            seeds=ABLATION_SEEDS,
+            timeout=900,
+            note=FASHION,
+        ),
+        ("comp100-vec", "mc100-vec"),
     ),
     # Adam preconditioning at 2.5 times the steps: whether the sequence LSTM's gap closes.
     *ablation(
@@ -440,13 +459,15 @@ def code_version() -> str:
 
 
 def _same_commands(command: str) -> tuple[str, ...]:
-    """A saved command from before --compressed-momentum or --adam-preconditioning
-    ran without them: the planned command with ``--compressed-momentum off`` or
-    ``--no-adam-preconditioning`` (or both) is that same run."""
-    without_off = command.replace(" " + " ".join(OFF), "")
+    """A saved command from before --compressed-momentum, --adam-preconditioning
+    or --remedy-min-bin ran without them: the planned command with
+    ``--compressed-momentum off``, ``--no-adam-preconditioning`` or the min bin
+    the code then used (MIN_BIN's comment) is that same run."""
+    before = "100" if "--adam-preconditioning" in command.split() else "0"
+    older = command.replace(f" {MIN_BIN} {before}", "")
     return tuple(
         text.replace(" " + " ".join(flags), "") if flags else text
-        for text in (command, without_off)
+        for text in (command, older, older.replace(" " + " ".join(OFF), ""))
         for flags in ((), NOPRE)
     )
 

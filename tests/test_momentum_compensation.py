@@ -102,8 +102,48 @@ def _rates(out: Path) -> list[float]:
 def test_the_trainer_steps_at_the_compensated_rate(tmp_path: Path) -> None:
     config = TrainConfig(lr=0.01, momentum=0.9, output_dir=tmp_path, quiet=True)
     trainer = build_trainer(config, LocalCommunicator(), torch.device("cpu"))
-    assert trainer.base_lr == pytest.approx(0.05)
+    assert trainer.base_lrs == pytest.approx((0.05,))
     assert trainer.optimizer.param_groups[0]["momentum"] == 0.5
+
+
+def _conv_weights(model: torch.nn.Module) -> set[int]:
+    return {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_finely_binned_tensors_keep_the_asked_momentum_and_lr(tmp_path: Path) -> None:
+    """The CNN with SGD: conv weights (L_T 50) keep momentum 0.9 at lr 0.01, the
+    rest steps at 0.5 and 0.05; the schedule scales both groups by one factor."""
+    common = {"model": "cnn", "dataset": "digits", "quiet": True, "lr": 0.01}
+    config = TrainConfig(**common, lr_warmup_steps=10, output_dir=tmp_path / "a")
+    trainer = build_trainer(config, LocalCommunicator(), torch.device("cpu"))
+    groups = trainer.optimizer.param_groups
+    assert [group["momentum"] for group in groups] == pytest.approx([0.5, 0.9])
+    assert trainer.base_lrs == pytest.approx((0.05, 0.01))
+    assert {id(p) for p in groups[1]["params"]} == _conv_weights(trainer.model)
+    factor = trainer.schedule.factor(trainer.step)
+    assert 0 < factor < 1  # in the warm-up
+    trainer._optimizer_step()
+    assert [group["lr"] for group in groups] == pytest.approx([0.05 * factor, 0.01 * factor])
+    every = TrainConfig(**common, remedy_min_bin=0, output_dir=tmp_path / "b")
+    whole = build_trainer(every, LocalCommunicator(), torch.device("cpu"))
+    assert len(whole.optimizer.param_groups) == 1
+    dense = TrainConfig(**common, compression="none", output_dir=tmp_path / "c")
+    assert len(build_trainer(dense, LocalCommunicator(), "cpu").optimizer.param_groups) == 1
+
+
+def test_a_fine_group_run_is_the_run_with_conv_uncompensated(tmp_path: Path) -> None:
+    """Training moves both groups: after a few steps the conv weights differ from
+    a run that compensates every tensor, and the run is deterministic."""
+    common = {"model": "cnn", "dataset": "digits", "quiet": True, "lr": 0.01, "max_steps": 6}
+    runs = [
+        train(
+            TrainConfig(**common, remedy_min_bin=bins, output_dir=tmp_path / name),
+            LocalCommunicator(),
+        )
+        for name, bins in (("a", 100), ("b", 100), ("c", 0))
+    ]
+    assert runs[0]["param_digest"] == runs[1]["param_digest"]
+    assert runs[0]["param_digest"] != runs[2]["param_digest"]
 
 
 def test_a_resume_may_not_change_it_and_older_runs_ran_without_it() -> None:
@@ -111,18 +151,29 @@ def test_a_resume_may_not_change_it_and_older_runs_ran_without_it() -> None:
     with pytest.raises(CheckpointError, match="compressed_momentum"):
         check_trajectory(saved, TrainConfig(compressed_momentum=None))
     assert PREDATED["compressed_momentum"] is None
+    with pytest.raises(CheckpointError, match="remedy_min_bin"):
+        check_trajectory(saved, TrainConfig(remedy_min_bin=0))
+    assert PREDATED["remedy_min_bin"] == 0  # before it, every tensor was compensated
 
 
-@pytest.mark.parametrize("value", ["1.0", "-0.1", "fast"])
-def test_a_bad_value_is_one_line_and_exit_2(tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--compressed-momentum", "1.0"),
+        ("--compressed-momentum", "-0.1"),
+        ("--compressed-momentum", "fast"),
+        ("--remedy-min-bin", "-1"),
+    ],
+)
+def test_a_bad_value_is_one_line_and_exit_2(tmp_path: Path, option: str, value: str) -> None:
     command = [
         *train_command(),
-        "--compressed-momentum",
+        option,
         value,
         "--output-dir",
         str(tmp_path / "r"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "--compressed-momentum" in done.stderr
+    assert option in done.stderr
     assert not (tmp_path / "r").exists()

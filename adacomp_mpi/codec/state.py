@@ -25,11 +25,14 @@ class CodecConfig:
     ``momentum`` > 0 turns on momentum correction with masking (``velocity``):
     each rank keeps a local velocity and the codec sends it in place of the
     gradient; the optimizer must then apply plain SGD, without momentum.
+    ``momentum_min_bin``: tensors that AdaComp bins finer than this keep no
+    velocity (their optimizer applies their momentum after averaging).
     """
 
     scale_rule: str = "mean_abs"
     index_coding: str = "auto"
     momentum: float = 0.0
+    momentum_min_bin: int = 0
     shared_beta: float = 1.0  # shared-index mode: residue low-pass filter (1: plain feedback)
     shared_values: str = "fp32"  # shared-index mode: value type in the Allreduce
     adam_beta2: float = 0.0  # Adam preconditioning's second-moment rate; 0: off
@@ -87,7 +90,9 @@ class CodecState:
         self.specs = tuple(self.specs)
         self.residues = [np.zeros(s.numel if s.compress else 0, np.float32) for s in self.specs]
         if self.config.momentum > 0:
-            self.velocities = Velocities(self.specs, self.config.momentum)
+            self.velocities = Velocities(
+                self.specs, self.config.momentum, min_bin=self.config.momentum_min_bin
+            )
         if self.config.adam_beta2 > 0:
             self.second_moments = SecondMoments(
                 self.specs,

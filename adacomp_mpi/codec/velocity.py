@@ -32,8 +32,13 @@ from .specs import TensorSpec
 class Velocities:
     """One rank's local velocity per tensor, its spare, and what masking zeroed."""
 
-    def __init__(self, specs: Sequence[TensorSpec], momentum: float) -> None:
-        self.momentum = np.float32(momentum)
+    def __init__(self, specs: Sequence[TensorSpec], momentum: float, *, min_bin: int = 0) -> None:
+        # m per tensor: 0 where AdaComp bins finer than ``min_bin`` (u = g: no
+        # correction there; the optimizer applies that tensor's momentum)
+        self.momenta = [
+            np.float32(0.0 if spec.compress and spec.bin_size < min_bin else momentum)
+            for spec in specs
+        ]
         self.current = [np.zeros(spec.numel, np.float32) for spec in specs]
         self._spares = [np.zeros(spec.numel, np.float32) for spec in specs]
         # Per tensor: (positions, values before masking) of the last sparse record,
@@ -44,7 +49,7 @@ class Velocities:
         """u_new = m * u + g into the spare (the current u is only read); returned
         for the encoder, which sends it in place of g."""
         spare = self._spares[index]
-        np.multiply(self.current[index], self.momentum, out=spare)
+        np.multiply(self.current[index], self.momenta[index], out=spare)
         np.add(spare, grad, out=spare)
         self._masked[index] = None
         return spare
@@ -54,7 +59,7 @@ class Velocities:
         into the spare block by block (``blocks.scan``), the same floats as
         ``advance`` without its two passes over the tensor."""
         self._masked[index] = None
-        return self.current[index], self._spares[index], self.momentum
+        return self.current[index], self._spares[index], self.momenta[index]
 
     def mask(self, index: int, positions: np.ndarray) -> None:
         """Momentum-factor masking: zero u_new where the sparse record sent."""

@@ -24,13 +24,19 @@ from adacomp_mpi.dist.launch import Launch
 from adacomp_mpi.models import ModelInputs, build_model, user_model_digest
 
 from .config import TrainConfig
-from .correction import local_update, why_not
+from .correction import LocalUpdate, local_update, why_not
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
 from .loss_scale import LossScale
 from .model_file import init_from
-from .optim import OPTIMIZERS, SHORT_BIN, describe_change, make_optimizer, settings_for
+from .optim import (
+    OPTIMIZERS,
+    OptimizerSettings,
+    describe_change,
+    make_optimizer,
+    settings_for,
+)
 from .overlap import OverlappedEncoder
 from .overlap_choice import OverlapTrial
 from .schedule import Schedule
@@ -106,6 +112,39 @@ def _load(config: TrainConfig) -> ArrayDataset:
     return standardize(dataset) if config.standardize else dataset
 
 
+def _optimizer(
+    config: TrainConfig,
+    params: list[torch.nn.Parameter],
+    specs: list[TensorSpec],
+    settings: OptimizerSettings,
+    *,
+    local_momentum: bool,
+    update: LocalUpdate,
+) -> torch.optim.Optimizer:
+    """The optimizer after momentum compensation or correction, both of which
+    skip tensors binned finer than --remedy-min-bin; rank 0 logs the change once."""
+    change = describe_change(config, settings, local_momentum=local_momentum)
+    fine_bins = [
+        (change is not None or local_momentum)
+        and spec.compress
+        and spec.bin_size < config.remedy_min_bin
+        for spec in specs
+    ]
+    kept = f"tensors with L_T < {config.remedy_min_bin} keep momentum {config.momentum:g}"
+    if change:
+        get_logger().info("%s%s", change, f"; {kept} and lr" if any(fine_bins) else "")
+    elif local_momentum and any(fine_bins):
+        get_logger().info("momentum correction: %s in the optimizer", kept)
+    return make_optimizer(
+        config.optimizer,
+        params,
+        settings,
+        preconditioned=update.preconditioned,
+        fine_bins=fine_bins,
+        asked=OptimizerSettings(config.lr, config.momentum, settings.weight_decay),
+    )
+
+
 def build_trainer(
     config: TrainConfig, comm: Communicator, device: torch.device, *, spare_core: bool = True
 ) -> Trainer:
@@ -145,6 +184,7 @@ def build_trainer(
             config.scale_rule,
             config.index_coding,
             momentum=update.momentum,
+            momentum_min_bin=config.remedy_min_bin,
             adam_beta2=update.adam_beta2,
             adam_ranks=comm.size,
             shared_beta=config.scalecom_beta,
@@ -171,29 +211,18 @@ def build_trainer(
         config, local_momentum=local_momentum, preconditioned=update.preconditioned
     )
     if update.preconditioned:
-        get_logger().info(
-            "Adam preconditioning: each rank's g / (sqrt(s) + eps) is compressed; tensors "
-            "with L_T < %d keep beta1 %g",
-            SHORT_BIN,
-            config.momentum,
-        )
-    if change := describe_change(config, settings, local_momentum=local_momentum):
-        get_logger().info("%s", change)
+        get_logger().info("Adam preconditioning: each rank's g / (sqrt(s) + eps) is compressed")
+    optimizer = _optimizer(
+        config, params, specs, settings, local_momentum=local_momentum, update=update
+    )
     steps_per_epoch = _steps_per_epoch(len(dataset.x_train), comm.size, config)
     return Trainer(
         config=config,
         comm=comm,
         dataset=dataset,
         model=model,
-        optimizer=make_optimizer(
-            config.optimizer,
-            params,
-            settings,
-            preconditioned=update.preconditioned,
-            short_bins=[spec.compress and spec.bin_size < SHORT_BIN for spec in specs],
-            asked_momentum=config.momentum,
-        ),
-        base_lr=settings.lr,
+        optimizer=optimizer,
+        base_lrs=tuple(group["lr"] for group in optimizer.param_groups),
         codec_state=state,
         exchange=make_exchange(config.compression, comm=comm, state=state),
         bridge=bridge,

@@ -37,6 +37,7 @@ class TrainConfig:
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
     momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
+    remedy_min_bin: int = 100  # compensate only tensors with L_T >= this (not conv)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
     adam_preconditioning: bool = True  # Adam: g / (sqrt(v_local) + eps) into the codec
     scalecom_beta: float = 0.5  # scalecom: residue low-pass filter; 1: plain error feedback
@@ -111,6 +112,7 @@ TRAJECTORY_OPTIONS = (
     "dense_warmup_steps",
     "momentum_correction",
     "compressed_momentum",
+    "remedy_min_bin",
     "compress_vectors",
     "adam_preconditioning",
     "scalecom_beta",
@@ -137,6 +139,7 @@ PREDATED: dict[str, Any] = {
     "compress_vectors": False,
     "adam_preconditioning": False,
     "compressed_momentum": None,
+    "remedy_min_bin": 0,  # every tensor compensated
     "scalecom_selection": "adaptive",
     "scalecom_beta": 1.0,
     "scalecom_per_bin": {},  # filled from PREDATED_PER_BIN

@@ -11,6 +11,11 @@ m is lowered to M, and SGD's learning rate scaled by (1 - M) / (1 - m), so the
 heavy-ball step on a steady gradient, lr / (1 - m), is what the user asked for.
 Adam's first-moment rate (beta1) is lowered the same way; its step size does
 not depend on beta1, so its learning rate stays.
+
+Tensors binned finer than --remedy-min-bin (default 100: conv, L_T 50)
+keep the asked momentum and lr: their residue holds an element back for few
+steps, so the delay adds little momentum, and compensating them cost the CNN
+2.2 points with SGD and 2.3 with Adam (docs/CODEC.md).
 """
 
 from __future__ import annotations
@@ -84,12 +89,13 @@ PRECONDITIONED_ADAM: OptimizerFactory = lambda params, s: _fused(  # noqa: E731
 )
 
 
-# Adam preconditioning keeps the asked-for beta1 on tensors binned finer than
-# this: their residue holds an element back for few steps, so the delay adds
-# little momentum (the CNN with Adam, conv L_T 50, one seed: 87.56 % with beta1
-# compensated to 0.5 everywhere, 90.08 % with none, dense 89.88 %), while at
-# L_T 500 compensation is what closes the gap (docs/CODEC.md).
-SHORT_BIN = 100
+# Keys of a param group that carry the momentum (SGD) or beta1 (Adam), per
+# optimizer as built: what a finely binned group overrides.
+MOMENTUM_KEYS: dict[str, Callable[[float], dict[str, object]]] = {
+    "sgd": lambda m: {"momentum": m},
+    "adam": lambda m: {"betas": (m, ADAM_BETA2)},
+    "preconditioned": lambda m: {"momentum": m, "dampening": m},
+}
 
 
 def make_optimizer(
@@ -98,20 +104,21 @@ def make_optimizer(
     settings: OptimizerSettings,
     *,
     preconditioned: bool = False,
-    short_bins: Sequence[bool] = (),
-    asked_momentum: float = 0.0,
+    fine_bins: Sequence[bool] = (),
+    asked: OptimizerSettings | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer ``name`` (a key of OPTIMIZERS), or what is left of Adam
-    when the codec preconditions; then the parameters flagged in ``short_bins``
-    (L_T < SHORT_BIN) keep ``asked_momentum``, the beta1 before compensation."""
-    if not preconditioned:
-        return OPTIMIZERS[name](params, settings)
-    short = [p for p, flag in zip(params, short_bins, strict=True) if flag]
-    if not short or asked_momentum == settings.momentum:
-        return PRECONDITIONED_ADAM(params, settings)
-    rest = [p for p, flag in zip(params, short_bins, strict=True) if not flag]
-    kept = {"params": short, "momentum": asked_momentum, "dampening": asked_momentum}
-    return PRECONDITIONED_ADAM([{"params": rest}, kept] if rest else [kept], settings)
+    when the codec preconditions. Parameters flagged in ``fine_bins`` (L_T below
+    --remedy-min-bin) keep ``asked``'s momentum and lr, the settings before
+    momentum compensation: a second param group, after the compensated one."""
+    kind = "preconditioned" if preconditioned else name
+    factory = PRECONDITIONED_ADAM if preconditioned else OPTIMIZERS[name]
+    fine = [p for p, flag in zip(params, fine_bins, strict=True) if flag]
+    if not fine or asked is None or asked.momentum == settings.momentum:
+        return factory(params, settings)
+    rest = [p for p, flag in zip(params, fine_bins, strict=True) if not flag]
+    kept = {"params": fine, "lr": asked.lr, **MOMENTUM_KEYS[kind](asked.momentum)}
+    return factory([{"params": rest}, kept] if rest else [kept], settings)
 
 
 # The factor on the learning rate that keeps the step length when momentum goes

@@ -77,7 +77,7 @@ class Trainer:
     bridge: GradientBridge
     device: torch.device
     ledger: Ledger
-    base_lr: float  # --lr, or what momentum compensation made of it (train/optim.py)
+    base_lrs: tuple[float, ...]  # per param group: --lr, or what compensation made of it
     model_sha256: str | None = None  # a user model's source file, to notice a change on resume
     heartbeat: Heartbeat = field(default_factory=NoHeartbeat)
     overlap: OverlappedEncoder | None = None  # encodes during backward when set
@@ -169,9 +169,9 @@ class Trainer:
         self.bridge.from_host()
         if self.config.clip_grad_norm > 0 and not self.local.active:  # else clipped locally
             torch.nn.utils.clip_grad_norm_(self.bridge.params, self.config.clip_grad_norm)
-        rate = self.base_lr * self.schedule.factor(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = rate
+        factor = self.schedule.factor(self.step)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base_lr * factor
         self.optimizer.step()
 
     def autocast(self) -> AbstractContextManager:

@@ -28,6 +28,13 @@ CONTROLS = [
         help="First optimizer steps sent uncompressed (AdaComp's dense warm-up).",
     ),
     click.option(
+        "--bin-warmup-steps",
+        type=click.IntRange(min=0),
+        default=DEFAULTS.bin_warmup_steps,
+        help="Compression warm-up (adacomp): AdaComp bins of L_T / 8, then / 4, then / 2, "
+        "each for a third of the first N optimizer steps, then L_T.",
+    ),
+    click.option(
         "--warmup-steps",
         "deprecated_warmup_steps",
         type=click.IntRange(min=0),

@@ -198,9 +198,12 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "comp-vec": (*COMP_VEC, MIN_BIN, "0", *NOPRE),
     # ... on tensors with L_T >= 100 only (conv keeps momentum and lr): SGD's default
     "comp100-vec": (*COMP_VEC, MIN_BIN, "100", *NOPRE),
+    # the compression warm-up over about the first tenth of the run (docs/CODEC.md)
+    "mc-vec-bw70": (*MC_VEC, MIN_BIN, "0", *OFF, *NOPRE, "--bin-warmup-steps", "70"),
     # Adam preconditioning with momentum compensation: Adam's defaults spelled out
     "pre-comp-vec": PRE_COMP_VEC,
     # ... with L_T 700 for the language model's weights: the ratio back above 200x
+    "pre-comp-vec-bw100": (*PRE_COMP_VEC, "--bin-warmup-steps", "100"),
     "pre-comp-vec-LT700": (
         *PRE_COMP_VEC,
         "--bin-size",
@@ -244,7 +247,7 @@ ABLATION: tuple[Setting, ...] = (
     ),
     *ablation(
         Setting("seq_lstm", "japanese_vowels", "adam", 4, SEQ_ADAM, seeds=SEQ_SEEDS),
-        ("paper", "vec", "vec-LT200", "pre-comp-vec"),
+        ("paper", "vec", "vec-LT200", "pre-comp-vec", "pre-comp-vec-bw100"),
     ),
     # The CNN with SGD at today's defaults (compensation, no momentum correction), and without.
     *ablation(
@@ -272,6 +275,8 @@ ABLATION: tuple[Setting, ...] = (
         ),
         ("pre-comp-vec",),
     ),
+    # The compression warm-up where AdaComp lags from the start (the char-LSTM with SGD).
+    *ablation(Setting("char_lstm", "shakespeare", "sgd", 4, LM_SGD, **LM), ("mc-vec-bw70",)),
     # Adam preconditioning on the language models, against the final rows' earlier remedy.
     *ablation(
         Setting("char_lstm", "shakespeare", "adam", 4, LM_ADAM, **LM), ("vec", "pre-comp-vec")

@@ -71,11 +71,12 @@ def _encode_tensor(
             raise _not_finite(spec.name, grad)
         return Record(spec.numel, spec.numel, 0.0, dense=grad), ()
     velocity = None if velocities is None else velocities.deferred(index)
+    bin_size = max(2, spec.bin_size // state.bin_divisor)
     try:
         selection = select_and_update(
             state.residues[index],
             grad,
-            bin_size=spec.bin_size,
+            bin_size=bin_size,
             scale_rule=state.config.scale_rule,
             workspace=state.workspace,
             out=state.workspace.spare(index, spec.numel),
@@ -88,7 +89,7 @@ def _encode_tensor(
     coded = encode_indices(
         selection.indices,
         selection.negative,
-        bin_size=spec.bin_size,
+        bin_size=bin_size,
         methods=METHOD_NAMES[state.config.index_coding],
     )
     record = Record(spec.numel, selection.count, float(selection.scale), coded=coded)

@@ -82,6 +82,9 @@ class CodecState:
     # Exchanges done so far: the shared-index mode picks its leader from it,
     # so it must survive a resume like the residues.
     exchanges: int = field(init=False, default=0)
+    # A compression warm-up (the trainer sets it each step from the step alone,
+    # so it is not saved): AdaComp bins of L_T // bin_divisor elements, at least 2.
+    bin_divisor: int = field(init=False, default=1)
     velocities: Velocities | None = field(init=False, default=None)
     second_moments: SecondMoments | None = field(init=False, default=None)
     workspace: Workspace = field(init=False, repr=False, default_factory=Workspace)

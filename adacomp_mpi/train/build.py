@@ -80,10 +80,16 @@ def broadcast_module(module: nn.Module, comm: Communicator) -> None:
         tensor.data.copy_(torch.from_numpy(host))
 
 
-def _check_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig) -> None:
+    """Options that contradict each other: one UsageError line, before any output."""
     if config.optimizer not in OPTIMIZERS:
         raise UsageError(
             f"unknown optimizer {config.optimizer!r}; choose from {sorted(OPTIMIZERS)}"
+        )
+    if config.bin_warmup_steps and config.compression != "adacomp":
+        raise UsageError(
+            f"--bin-warmup-steps ramps AdaComp's L_T: it needs --compression adacomp, "
+            f"not {config.compression}"
         )
 
 
@@ -152,7 +158,7 @@ def build_trainer(
 
     The overlapped encoder runs only with ``spare_core``: a worker thread that
     has no core of its own slows backward by more than it hides."""
-    _check_config(config)
+    check_config(config)
     dataset = agree(comm, lambda: _load(config))
     inputs = ModelInputs(dataset.input_shape, dataset.num_classes, dataset.task)
     torch.manual_seed(config.seed)

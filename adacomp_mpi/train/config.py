@@ -35,6 +35,7 @@ class TrainConfig:
     index_coding: str = "auto"
     overlap: str = "auto"  # encode during backward: on, off, or auto (the faster, timed)
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
+    bin_warmup_steps: int = 0  # AdaComp's L_T / 8, / 4, / 2 over these first steps
     momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     remedy_min_bin: int = 100  # compensate only tensors with L_T >= this (not conv)
@@ -110,6 +111,7 @@ TRAJECTORY_OPTIONS = (
     "scale_rule",
     "index_coding",
     "dense_warmup_steps",
+    "bin_warmup_steps",
     "momentum_correction",
     "compressed_momentum",
     "remedy_min_bin",

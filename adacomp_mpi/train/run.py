@@ -28,7 +28,13 @@ from adacomp_mpi.dist.launch import describe_launch
 from adacomp_mpi.dist.watchdog import GRACE_SECONDS, Watchdog
 from adacomp_mpi.report.schema import CONFIG_FILE, METRICS_FILE
 
-from .build import build_trainer, choose_device, cores_per_rank, set_compute_threads
+from .build import (
+    build_trainer,
+    check_config,
+    choose_device,
+    cores_per_rank,
+    set_compute_threads,
+)
 from .config import CHECKPOINTS_DIR, LATEST_LINK, RUNS_DIR, TrainConfig
 from .gradients import parameter_digest
 from .loop import Loop
@@ -117,6 +123,7 @@ def _check_previous_run(output_dir: Path, config: TrainConfig) -> None:
 
 def _resolve_outputs(config: TrainConfig, comm: Communicator) -> TrainConfig:
     """Collective: rank 0 decides the output directory, every rank gets it."""
+    check_config(config)  # every rank: a contradiction is refused before any file
     picked = agree(comm, lambda: str(_pick_output_dir(config)) if comm.rank == 0 else None)
     return dataclasses.replace(config, output_dir=Path(comm.broadcast_object(picked)))
 

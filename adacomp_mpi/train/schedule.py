@@ -51,3 +51,16 @@ SCHEDULES: dict[str, Callable[[Schedule, int, int], float]] = {
     "step": _step,
     "cosine": _cosine,
 }
+
+
+BIN_WARMUP_STAGES = 3  # L_T / 8, / 4, / 2, a third of the warm-up each, then L_T
+
+
+def bin_divisor(step: int, warmup_steps: int) -> int:
+    """The compression warm-up's divisor of AdaComp's L_T at optimizer step
+    ``step`` (0-based): more elements sent while the model moves fastest, as in
+    DGC's exponentially decaying density; a function of the step alone, like the
+    learning rate, so a resumed run continues the ramp exactly."""
+    if step >= warmup_steps:
+        return 1
+    return 2 ** (BIN_WARMUP_STAGES - step * BIN_WARMUP_STAGES // warmup_steps)

@@ -35,7 +35,7 @@ from .loss_scale import LossScale
 from .metrics import LocalStep
 from .overlap import OverlappedEncoder
 from .overlap_choice import OverlapTrial
-from .schedule import Schedule
+from .schedule import Schedule, bin_divisor
 from .sharding import batches, eval_shard
 from .tasks import TASKS
 
@@ -126,6 +126,7 @@ class Trainer:
         started = time.perf_counter()
         self.heartbeat.beat("forward_backward", self.step)
         dense = self.step < self.config.dense_warmup_steps
+        self.codec_state.bin_divisor = bin_divisor(self.step, self.config.bin_warmup_steps)
         self.overlapping = self.overlap is not None and (
             self.overlap_trial is None or self.overlap_trial.next_mode()
         )

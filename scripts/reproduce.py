@@ -124,17 +124,6 @@ LM_NOTE = f"first {int(SHAKESPEARE_CAP):,} bytes of the corpus (`ADACOMP_SHAKESP
 # --remedy-min-bin N, as the code ran before the option: Adam
 # preconditioning skipped tensors of L_T < 100, compensation and correction none (0).
 MIN_BIN = "--remedy-min-bin"
-PRE_COMP_VEC = (
-    "--no-momentum-correction",
-    "--scale-rule",
-    "mean_abs",
-    "--compress-vectors",
-    "--compressed-momentum",
-    "0.5",
-    MIN_BIN,
-    "100",
-    "--adam-preconditioning",
-)
 MC_VEC = ("--momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors")
 COMP_VEC = (
     "--no-momentum-correction",
@@ -144,6 +133,7 @@ COMP_VEC = (
     "--compressed-momentum",
     "0.5",
 )
+PRE_COMP_VEC = (*COMP_VEC, MIN_BIN, "100", "--adam-preconditioning")
 # The remedies, one switch each, spelled out in full so that a changed default
 # never changes what a row measured (docs/CODEC.md, "Accuracy remedies").
 REMEDIES: dict[str, tuple[str, ...]] = {

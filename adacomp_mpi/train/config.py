@@ -38,7 +38,7 @@ class TrainConfig:
     bin_warmup_steps: int = 0  # AdaComp's L_T / 8, / 4, / 2 over these first steps
     momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
-    remedy_min_bin: int = 100  # compensate only tensors with L_T >= this (not conv)
+    remedy_min_bin: int = 100  # compensation, correction only where L_T >= this (not conv)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
     adam_preconditioning: bool = True  # Adam: g / (sqrt(v_local) + eps) into the codec
     scalecom_beta: float = 0.5  # scalecom: residue low-pass filter; 1: plain error feedback

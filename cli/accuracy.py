@@ -58,10 +58,12 @@ ACCURACY = [
     click.option(
         "--momentum-correction/--no-momentum-correction",
         default=DEFAULTS.momentum_correction,
-        help="AdaComp with SGD-momentum: every rank keeps a local velocity, sends it "
-        "instead of the gradient and zeroes it where sent; the optimizer then steps "
-        "plain SGD. Weight decay goes into the local gradient, --clip-grad-norm clips "
-        "the local gradient (at the norm / sqrt(ranks)).",
+        show_default=True,
+        help="AdaComp or scalecom with SGD-momentum: every rank keeps a local velocity, "
+        "sends it instead of the gradient and zeroes it where sent; the optimizer then "
+        "steps plain SGD. Does nothing for Adam or without a residue. Weight decay goes "
+        "into the local gradient, --clip-grad-norm clips the local gradient (at the "
+        "norm / sqrt(ranks)).",
     ),
     click.option(
         "--adam-preconditioning/--no-adam-preconditioning",

@@ -70,6 +70,7 @@ def test_a_compensated_run_is_the_run_at_the_compensated_settings(tmp_path: Path
     """--lr 0.01 --momentum 0.9 with M = 0.5 trains exactly as --lr 0.05 --momentum 0.5
     without compensation: same parameters bit for bit, same recorded rates."""
     common = {"epochs": 1, "quiet": True, "lr_schedule": "cosine", "max_steps": 30}
+    common["momentum_correction"] = False  # compensation is the remedy under test
     compensated = train(
         TrainConfig(
             **common, lr=0.01, momentum=0.9, compressed_momentum=0.5, output_dir=tmp_path / "a"
@@ -100,7 +101,9 @@ def _rates(out: Path) -> list[float]:
 
 
 def test_the_trainer_steps_at_the_compensated_rate(tmp_path: Path) -> None:
-    config = TrainConfig(lr=0.01, momentum=0.9, output_dir=tmp_path, quiet=True)
+    config = TrainConfig(
+        lr=0.01, momentum=0.9, momentum_correction=False, output_dir=tmp_path, quiet=True
+    )
     trainer = build_trainer(config, LocalCommunicator(), torch.device("cpu"))
     assert trainer.base_lrs == pytest.approx((0.05,))
     assert trainer.optimizer.param_groups[0]["momentum"] == 0.5
@@ -114,6 +117,7 @@ def test_finely_binned_tensors_keep_the_asked_momentum_and_lr(tmp_path: Path) ->
     """The CNN with SGD: conv weights (L_T 50) keep momentum 0.9 at lr 0.01, the
     rest steps at 0.5 and 0.05; the schedule scales both groups by one factor."""
     common = {"model": "cnn", "dataset": "digits", "quiet": True, "lr": 0.01}
+    common["momentum_correction"] = False  # compensation, not SGD's default correction
     config = TrainConfig(**common, lr_warmup_steps=10, output_dir=tmp_path / "a")
     trainer = build_trainer(config, LocalCommunicator(), torch.device("cpu"))
     groups = trainer.optimizer.param_groups
@@ -135,6 +139,7 @@ def test_a_fine_group_run_is_the_run_with_conv_uncompensated(tmp_path: Path) -> 
     """Training moves both groups: after a few steps the conv weights differ from
     a run that compensates every tensor, and the run is deterministic."""
     common = {"model": "cnn", "dataset": "digits", "quiet": True, "lr": 0.01, "max_steps": 6}
+    common["momentum_correction"] = False
     runs = [
         train(
             TrainConfig(**common, remedy_min_bin=bins, output_dir=tmp_path / name),

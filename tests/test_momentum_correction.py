@@ -228,6 +228,17 @@ def test_the_trainer_steps_plain_sgd_and_the_codec_carries_momentum(tmp_path: Pa
     assert trainer.local.weight_decay == pytest.approx(1e-4)
 
 
+def test_it_is_sgds_default_with_a_residue_and_off_without(tmp_path: Path) -> None:
+    """The defaults (SGD-momentum, AdaComp) correct; dense SGD and Adam keep the
+    optimizer's own momentum."""
+    assert TrainConfig().momentum_correction is True
+    assert local_update(TrainConfig(), 2).momentum == pytest.approx(0.9)
+    dense = build_trainer(_config(tmp_path, compression="none"), LocalCommunicator(), "cpu")
+    assert dense.optimizer.param_groups[0]["momentum"] == pytest.approx(0.9)
+    adam = local_update(TrainConfig(optimizer="adam"), 2)
+    assert adam.momentum == 0 and adam.preconditioned
+
+
 @pytest.mark.parametrize(
     ("options", "reason"),
     [

@@ -31,6 +31,7 @@ from .ledger import Ledger
 from .loss_scale import LossScale
 from .model_file import init_from
 from .optim import (
+    COMPRESSED,
     OPTIMIZERS,
     OptimizerSettings,
     describe_change,
@@ -182,7 +183,7 @@ def build_trainer(
     check_bin_size_keys(dict(config.bin_sizes), specs)
     check_bin_size_keys(dict(config.scalecom_per_bin), specs, option="--scalecom-per-bin")
     update = local_update(config, comm.size)
-    if why_not(config):
+    if why_not(config) and config.optimizer == "sgd" and config.compression in COMPRESSED:
         get_logger().info("momentum correction off: %s", why_not(config))
     codec_config = agree(
         comm,

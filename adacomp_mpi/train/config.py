@@ -36,7 +36,7 @@ class TrainConfig:
     overlap: str = "auto"  # encode during backward: on, off, or auto (the faster, timed)
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
     bin_warmup_steps: int = 0  # AdaComp's L_T / 8, / 4, / 2 over these first steps
-    momentum_correction: bool = False  # SGD: local velocity + masking (docs/CODEC.md)
+    momentum_correction: bool = True  # SGD: local velocity + masking (docs/CODEC.md)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     remedy_min_bin: int = 100  # compensation, correction only where L_T >= this (not conv)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements

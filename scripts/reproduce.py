@@ -220,7 +220,7 @@ TF_SEEDS = (0, 1, 2)
 LM_SEEDS = (0, 1, 2)  # the char-LSTM's final rows (its ablation cells: seed 0)
 LM = {"env": LM_ENV, "timeout": 900, "note": LM_NOTE}
 CNN_SEEDS = (0, 1, 2)  # the CNN's final rows (its first ablation cells: seed 0)
-CNN = {"timeout": 900, "note": FASHION}
+CNN = {"timeout": 900, "note": FASHION}  # every CNN setting's run limit and data note
 
 
 def ablation(base: Setting, variants: tuple[str, ...]) -> tuple[Setting, ...]:
@@ -248,21 +248,12 @@ ABLATION: tuple[Setting, ...] = (
     ),
     # The CNN with SGD: compensation on every tensor (the defaults of the time), and no remedy.
     *ablation(
-        Setting("cnn", "fashion_mnist", "sgd", 4, CNN_SGD, timeout=900, note=FASHION),
+        Setting("cnn", "fashion_mnist", "sgd", 4, CNN_SGD, **CNN),
         ("vec", "comp-vec"),
     ),
     # ... and with conv kept out of either remedy (mc100-vec: today's SGD default): three seeds.
     *ablation(
-        Setting(
-            "cnn",
-            "fashion_mnist",
-            "sgd",
-            4,
-            CNN_SGD,
-            seeds=ABLATION_SEEDS,
-            timeout=900,
-            note=FASHION,
-        ),
+        Setting("cnn", "fashion_mnist", "sgd", 4, CNN_SGD, seeds=ABLATION_SEEDS, **CNN),
         ("comp100-vec", "mc100-vec"),
     ),
     # Adam preconditioning at 2.5 times the steps: whether the sequence LSTM's gap closes.

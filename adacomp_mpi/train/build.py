@@ -183,8 +183,9 @@ def build_trainer(
     check_bin_size_keys(dict(config.bin_sizes), specs)
     check_bin_size_keys(dict(config.scalecom_per_bin), specs, option="--scalecom-per-bin")
     update = local_update(config, comm.size)
-    if why_not(config) and config.optimizer == "sgd" and config.compression in COMPRESSED:
-        get_logger().info("momentum correction off: %s", why_not(config))
+    reason = why_not(config)  # logged only where SGD with a residue would expect it on
+    if reason and config.optimizer == "sgd" and config.compression in COMPRESSED:
+        get_logger().info("momentum correction off: %s", reason)
     codec_config = agree(
         comm,
         lambda: ScaleComConfig(

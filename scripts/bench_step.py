@@ -15,6 +15,10 @@ of encode work that backward hid: 1 - (encode time still waited for after
 backward) / (encode time the worker spent). Torch gets one thread by default
 so a second core is free for the worker (``--threads``).
 
+A second table gives each model's encode floor: the rule's element-wise
+passes alone, one NumPy call per tensor and pass (``_encode_floor_ms``), the
+least a NumPy encoder can cost, next to the dense step.
+
     python scripts/bench_step.py                       # all six models
     python scripts/bench_step.py --models mlp-2m --steps 30
 """
@@ -129,11 +133,57 @@ def _rows(name: str, params: int, timings: dict[str, Timings]) -> list[str]:
     return rows
 
 
+def _encode_floor_ms(trainer: Trainer, *, repeats: int = 30) -> float:
+    """The least NumPy work an AdaComp encode of this model can do: for every
+    compressed tensor, one whole-tensor call per pass the rule needs
+    (G = R + dW, |G|, bin maxima, H = G + dW, |H|, |H| >= gmax, positions),
+    on preallocated arrays, so no block loop, Python overhead, scale, residue
+    write or index coding. The best of ``repeats``, in ms.
+    """
+    state, views = trainer.exchange.state, trainer.bridge.buffer.views
+    tensors = []
+    for spec, residue in zip(state.specs, state.residues, strict=True):
+        if not spec.compress:
+            continue
+        bins = -(-spec.numel // spec.bin_size)
+        full = spec.numel // spec.bin_size  # whole bins: the broadcast compare
+        work = [np.empty(spec.numel, np.float32) for _ in range(2)]
+        mask = np.empty(spec.numel, np.bool_)
+        starts = np.arange(0, spec.numel, spec.bin_size)
+        grad = np.ascontiguousarray(views[spec.name]).reshape(-1)
+        tensors.append(
+            (residue, grad, work, mask, starts, np.empty(bins, np.float32), full, spec.bin_size)
+        )
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for residue, grad, (g_acc, work), mask, starts, gmax, full, size in tensors:
+            np.add(residue, grad, out=g_acc)
+            np.abs(g_acc, out=work)
+            np.maximum.reduceat(work, starts, out=gmax)
+            np.abs(np.add(g_acc, grad, out=work), out=work)
+            covered = full * size
+            np.greater_equal(
+                work[:covered].reshape(full, size),
+                gmax[:full, None],
+                out=mask[:covered].reshape(full, size),
+            )
+            np.flatnonzero(mask)
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
 HEADER = (
     "| model | params | system | "
     + " | ".join(f"{p} ms" for p in TIME_PHASES)
     + " | step ms | vs dense | encode hidden |\n|"
     + "---|" * (len(TIME_PHASES) + 6)
+)
+
+
+FLOOR_HEADER = (
+    "\nEncode floor (the rule's passes alone, one NumPy call per tensor and pass):\n\n"
+    "| model | dense step ms | encode floor ms | dense step + floor, vs dense |\n|---|---|---|---|"
 )
 
 
@@ -156,15 +206,24 @@ def main(
     load_dataset("fashion_mnist", path=data_path)  # fail early, with the loader's message
     click.echo(f"torch threads {threads}, batch {batch_size}, {steps} timed steps (median)\n")
     click.echo(HEADER)
+    floors: dict[str, tuple[float, float]] = {}
     for name in names:
         trainers = _trainers(name, data_path=data_path, batch=batch_size)
         params = trainers["dense"].ledger.numel
         timings = _time(trainers, steps=steps, warmup=warmup, batch=batch_size)
         for row in _rows(name, params, timings):
             click.echo(row)
+        floors[name] = (
+            _encode_floor_ms(trainers["adacomp"]),
+            1000 * statistics.median(timings["dense"].steps),
+        )
         for trainer in trainers.values():
             if trainer.overlap:
                 trainer.overlap.close()
+    click.echo(FLOOR_HEADER)
+    for name, (floor, dense_step) in floors.items():
+        ratio = (dense_step + floor) / dense_step
+        click.echo(f"| {name} | {dense_step:.2f} | {floor:.2f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def _encode_floor_ms(trainer: Trainer, *, repeats: int = 30) -> float:
         bins = -(-spec.numel // spec.bin_size)
         full = spec.numel // spec.bin_size  # whole bins: the broadcast compare
         work = [np.empty(spec.numel, np.float32) for _ in range(2)]
-        mask = np.empty(spec.numel, np.bool_)
+        mask = np.zeros(spec.numel, np.bool_)  # a short last bin's tail stays False
         starts = np.arange(0, spec.numel, spec.bin_size)
         grad = np.ascontiguousarray(views[spec.name]).reshape(-1)
         tensors.append(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adacomp_mpi.codec.bitpack import (
+    SWAR_MIN_WORDS,
     pack_bits,
     pack_unary,
     pack_words,
@@ -42,6 +44,21 @@ def test_pack_words_matches_reference(width: int, values: list[int], junk: bytes
     stream = np.concatenate([packed, np.frombuffer(junk, np.uint8)])
     low = [v & ((1 << width) - 1) for v in values] if width else [0] * len(values)
     assert unpack_words(stream, len(values), width).tolist() == low
+
+
+@pytest.mark.parametrize("width", range(1, 17))
+def test_swar_paths_match_reference_above_their_threshold(width: int) -> None:
+    """Streams of SWAR_MIN_WORDS words and more take the SWAR paths (the
+    hypothesis test above, with shorter lists, takes the bit-matrix path)."""
+    rng = np.random.default_rng(width)
+    for count in (SWAR_MIN_WORDS, SWAR_MIN_WORDS + 7, 3 * SWAR_MIN_WORDS + 1):
+        values = rng.integers(0, 2**40, count)
+        bits = "".join(format(int(v) & ((1 << width) - 1), f"0{width}b") for v in values)
+        packed = pack_words(values, width)
+        assert packed.tobytes() == reference_bytes(bits)
+        assert unpack_words(packed, count, width).tolist() == [
+            int(v) & ((1 << width) - 1) for v in values
+        ]
 
 
 @SETTINGS

@@ -29,7 +29,7 @@ from adacomp_mpi import (
     encode,
     make_state,
 )
-from adacomp_mpi.codec import blocks
+from adacomp_mpi.codec import blocks, indexcoding
 from adacomp_mpi.codec.api import encode_counted, mean_into
 from adacomp_mpi.codec.counters import KindCounters
 from adacomp_mpi.codec.indexcoding import (
@@ -354,6 +354,24 @@ def test_index_coding_extremes(methods: tuple[int, ...]) -> None:
     assert_round_trip(empty, np.zeros(0, np.int64), np.zeros(0, np.bool_), 10)
 
 
+def test_gap_totals_are_exact_sums_of_quotients() -> None:
+    """The candidate codes' sizes come from sum(gap // d), read off tail counts;
+    gaps past the histogram's cap take their own path."""
+    rng = np.random.default_rng(21)
+    cap = indexcoding._GapTotals.CAP
+    cases = [
+        np.zeros(1, np.int64),
+        np.array([0, 1, 2, 3, 7, 8], np.int64),
+        rng.integers(0, 1_000, 5_000),
+        rng.integers(0, 3 * cap, 700),  # many past the cap
+        np.array([cap - 1, cap, cap + 1, 10 * cap + 3], np.int64),
+    ]
+    divisors = [1, 2, 3, 7, 8, 31, 64, 511, 1_023, cap - 1, cap, cap + 1, 2**20]
+    for gaps in cases:
+        expected = [sum(int(g) // d for g in gaps) for d in divisors]
+        assert indexcoding._GapTotals(gaps).totals(divisors) == expected
+
+
 def paper_width(bin_size: int) -> int:
     return math.ceil(math.log2(bin_size))
 
@@ -596,10 +614,12 @@ def test_residue_overflow_raises_and_leaves_state_untouched() -> None:
 
 
 def test_candidate_scan_finds_every_position() -> None:
-    """The word-then-byte scan of the candidate mask equals ``flatnonzero``."""
+    """The candidate scan (plain below WORD_SCAN_MIN, word-then-byte from it)
+    equals ``flatnonzero``."""
     rng = np.random.default_rng(15)
+    word_scan = blocks.WORD_SCAN_MIN
     for density in (0.0, 0.001, 0.03, 0.07, 0.3, 1.0):
-        for size in (1, 7, 8, 9, 4_095, 65_536):
+        for size in (1, 7, 8, 9, 4_095, word_scan - 1, word_scan, word_scan + 9, 65_536):
             mask = np.zeros(-(-size // 8) * 8 + 8, np.bool_)
             mask[:size] = rng.random(size) < density
             mask[size:] = True  # junk past the end must be ignored

@@ -17,6 +17,7 @@ encode and decode stay vectorised.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,14 +64,14 @@ def rice_nbytes(count: int, param: int, unary_bits: int) -> int:
 def _escaped_words(gaps: np.ndarray, escape: int) -> np.ndarray:
     """Each gap as escape words (one per ``escape`` skipped) then its remainder."""
     skips = gaps // escape
-    words = np.full(gaps.size + int(skips.sum()), escape, np.int64)
+    words = np.full(gaps.size + int(np.add.reduce(skips)), escape, np.int64)
     words[np.cumsum(skips + 1) - 1] = gaps % escape
     return words
 
 
 def _encode_fixed(gaps: np.ndarray, negative: np.ndarray, width: int) -> CodedIndices:
     escape = (1 << width) - 1
-    words = gaps if int(gaps.max()) < escape else _escaped_words(gaps, escape)
+    words = gaps if int(np.maximum.reduce(gaps)) < escape else _escaped_words(gaps, escape)
     total = words.size
     data = np.concatenate([bitpack.pack_words(words, width), bitpack.pack_bits(negative)])
     return CodedIndices(FIXED, width, total - gaps.size, data)
@@ -84,34 +85,33 @@ def _encode_rice(gaps: np.ndarray, negative: np.ndarray, param: int) -> CodedInd
 
 
 class _GapTotals:
-    """Exact sums of f(gap) over all gaps, from a histogram of the small gaps.
+    """Exact sums of floor(gap / d) over all gaps, for the divisors the
+    candidate codes need (2**w - 1: escape words; 2**b: unary bits).
 
-    Sizing a dozen candidate codes then costs two small matrix products over
-    at most ``CAP`` histogram bins instead of a dozen passes over every sent
-    element.
+    Each gap g contributes #{j >= 1 : j * d <= g}, so the sum is
+    sum_j #{gaps >= j * d}: with the tail counts of a histogram (the number of
+    gaps >= v, for every v up to ``CAP``) each divisor costs one strided read
+    of them, whatever the number of gaps. The rare gaps beyond ``CAP`` (long
+    runs of unsent bins) add their own quotients past ``CAP``.
     """
 
     CAP = 4096
 
     def __init__(self, gaps: np.ndarray) -> None:
-        if int(gaps.max()) < self.CAP:  # the usual case: one bincount, no filtering
-            self.counts = np.bincount(gaps)
-            self.large = gaps[:0]
-        else:
-            capped = np.minimum(gaps, self.CAP)
-            self.counts = np.bincount(capped, minlength=self.CAP + 1)[: self.CAP]
-            self.large = gaps[capped == self.CAP]  # rare: a few long runs of unsent bins
-        self.values = np.arange(self.counts.size, dtype=np.int64)
+        self.largest = int(np.maximum.reduce(gaps))
+        capped = gaps if self.largest < self.CAP else np.minimum(gaps, self.CAP)
+        counts = np.bincount(capped)
+        self.tail = np.cumsum(counts[::-1])[::-1]  # tail[v] = #gaps >= v (v <= CAP)
+        self.large = gaps[capped == self.CAP] if self.largest >= self.CAP else None
 
-    def totals(
-        self, f: Callable[[np.ndarray, np.ndarray], np.ndarray], params: list[int]
-    ) -> list[int]:
-        """Sum over all gaps of ``f(gap, param)``, for each param (exact ints)."""
-        column = np.array(params, np.int64)[:, None]
-        sums = f(self.values[None, :], column) @ self.counts
-        if self.large.size:
-            sums += f(self.large[None, :], column).sum(axis=1)
-        return [int(total) for total in sums]
+    def totals(self, divisors: list[int]) -> list[int]:
+        """Sum over all gaps of ``gap // d``, for each divisor d >= 1 (exact ints)."""
+        sums = [int(np.add.reduce(self.tail[d::d])) for d in divisors]
+        if self.large is not None:  # j * d beyond CAP: only these gaps reach it
+            for i, d in enumerate(divisors):
+                beyond = np.floor_divide(self.large, d) - self.CAP // d
+                sums[i] += int(np.add.reduce(beyond))
+        return sums
 
 
 def _candidates(indices: np.ndarray, gaps: np.ndarray, bin_size: int) -> list[tuple[int, int, int]]:
@@ -119,14 +119,15 @@ def _candidates(indices: np.ndarray, gaps: np.ndarray, bin_size: int) -> list[tu
     count = gaps.size
     totals = _GapTotals(gaps)
     gap_sum = int(indices[-1]) + 1 - count  # the sum of all gaps, exactly
-    centre = max(int(np.log2(gap_sum / count + 1)), 0)
-    paper_width = max(int(np.ceil(np.log2(bin_size))), 1)
+    centre = max(int(math.log2(gap_sum / count + 1)), 0)
+    paper_width = max((bin_size - 1).bit_length(), 1)  # ceil(log2 L_T)
     spread = (*range(centre - 1, centre + 3), paper_width, paper_width + 1)
     widths = sorted({w for w in spread if 1 <= w <= MAX_WIDTH})
+    escaping = [w for w in widths if (1 << w) - 1 <= totals.largest]  # the rest escape nothing
     params = sorted({b for b in range(centre - 2, centre + 1) if 0 <= b < MAX_WIDTH})
-    escapes = totals.totals(lambda g, w: g // ((1 << w) - 1), widths)
-    unary = totals.totals(lambda g, b: g >> b, params)
-    options = [(fixed_nbytes(count, w, e), FIXED, w) for w, e in zip(widths, escapes, strict=True)]
+    escapes = dict(zip(escaping, totals.totals([(1 << w) - 1 for w in escaping]), strict=True))
+    unary = totals.totals([1 << b for b in params])
+    options = [(fixed_nbytes(count, w, escapes.get(w, 0)), FIXED, w) for w in widths]
     options += [
         (rice_nbytes(count, b, u + count), RICE, b) for b, u in zip(params, unary, strict=True)
     ]

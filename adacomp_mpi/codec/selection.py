@@ -29,12 +29,12 @@ class NonFiniteError(ValueError):
 
 def _mean_abs_sent(sent_abs: np.ndarray, sent_bin_max: np.ndarray) -> np.float32:
     """Least-squares scale for a sign code: mean |G_i| over the sent elements."""
-    return np.float32(sent_abs.mean(dtype=np.float64))
+    return np.float32(np.add.reduce(sent_abs, dtype=np.float64) / sent_abs.size)
 
 
 def _mean_bin_max(sent_abs: np.ndarray, sent_bin_max: np.ndarray) -> np.float32:
     """The paper's alternative: mean of the bin maxima, weighted per sent element."""
-    return np.float32(sent_bin_max.mean(dtype=np.float64))
+    return np.float32(np.add.reduce(sent_bin_max, dtype=np.float64) / sent_bin_max.size)
 
 
 SCALE_RULES: dict[str, ScaleRule] = {
@@ -128,7 +128,7 @@ def select_positions(
     if not np.isfinite(np.maximum.reduce(plan.gmax)):
         raise NonFiniteError("the accumulated gradient R + dW is not finite")
     indices, values = found.indices[: found.count], found.values[: found.count]
-    if not values.all():  # G == 0: nothing to send
+    if not np.logical_and.reduce(values):  # G == 0: nothing to send
         nonzero = values != 0
         indices, values = indices[nonzero], values[nonzero]
     return indices, values

@@ -59,6 +59,8 @@ def test_the_buffer_spots_any_non_finite_value() -> None:
         buffer.views["b"][3] = bad
         assert not buffer.is_finite()
         buffer.views["b"][3] = 0
+    buffer.views["a"][:] = 3e38  # finite, though their squares and sum overflow
+    assert buffer.is_finite()
 
 
 def test_a_buffer_of_the_wrong_size_is_refused() -> None:

@@ -12,14 +12,21 @@ from torch.nn import functional as F
 @dataclass(frozen=True)
 class BatchScore:
     loss: torch.Tensor  # mean loss, differentiable
-    correct: int
-    count: int
+    logits: torch.Tensor
+    targets: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        return self.targets.numel()
+
+    @property
+    def correct(self) -> int:
+        """Counted only when asked (evaluation): a training step never reads it."""
+        return int((self.logits.detach().argmax(dim=-1) == self.targets).sum())
 
 
 def _classify(logits: torch.Tensor, targets: torch.Tensor) -> BatchScore:
-    loss = F.cross_entropy(logits, targets)
-    correct = int((logits.argmax(dim=-1) == targets).sum())
-    return BatchScore(loss, correct, targets.numel())
+    return BatchScore(F.cross_entropy(logits, targets), logits, targets)
 
 
 def _language_model(logits: torch.Tensor, targets: torch.Tensor) -> BatchScore:

@@ -180,6 +180,20 @@ def test_the_trainer_steps_adams_first_moment_and_the_codec_its_second(tmp_path:
         assert other.codec_state.second_moments is None
 
 
+def test_preconditioned_runs_bin_fc_weights_by_700_unless_told(tmp_path: Path) -> None:
+    """Adam preconditioning's default L_T for fc/recurrent/embedding is 700;
+    --bin-size wins, and runs without preconditioning keep the paper's 500."""
+
+    def fc_bins(**options: object) -> set[int]:
+        trainer = build_trainer(_config(tmp_path, **options), LocalCommunicator(), "cpu")
+        return {s.bin_size for s in trainer.codec_state.specs if s.kind == "fc"}
+
+    assert fc_bins() == {700}
+    assert fc_bins(bin_sizes={"fc": 300}) == {300}
+    assert fc_bins(adam_preconditioning=False) == {500}
+    assert fc_bins(optimizer="sgd", lr=0.05) == {500}
+
+
 def test_dense_steps_with_beta1_zero_are_adams_steps(tmp_path: Path) -> None:
     """With beta1 = 0 Adam's step is lr * g / (sqrt(v_hat) + eps): on one rank
     with every step dense, the preconditioned run must follow torch's Adam."""

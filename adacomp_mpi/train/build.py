@@ -24,7 +24,7 @@ from adacomp_mpi.dist.launch import Launch
 from adacomp_mpi.models import ModelInputs, build_model, user_model_digest
 
 from .config import TrainConfig
-from .correction import LocalUpdate, local_update, why_not
+from .correction import LocalUpdate, effective_bin_sizes, local_update, why_not
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
@@ -175,7 +175,7 @@ def build_trainer(
         agree(comm, lambda: init_from(model, config.init_from) if comm.rank == 0 else None)
     broadcast_module(model, comm)
     policy = CompressionPolicy(
-        bin_sizes=dict(config.bin_sizes),
+        bin_sizes=effective_bin_sizes(config),
         dense_below=config.dense_below,
         compress_vectors=config.compress_vectors,
     )

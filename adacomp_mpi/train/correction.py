@@ -78,6 +78,20 @@ def why_not(config: TrainConfig) -> str | None:
     return found[0] if found else None
 
 
+# L_T where Adam preconditioning is on and --bin-size does not say otherwise:
+# the preconditioned u is about equally large across a bin, so more of it
+# passes the look-ahead than of a raw gradient; a longer bin wins the ratio
+# back (docs/CODEC.md, "Adam preconditioning": the ablation's LT700 rows).
+PRECONDITIONED_BIN_SIZES: dict[str, int] = {"fc": 700, "recurrent": 700, "embedding": 700}
+
+
+def effective_bin_sizes(config: TrainConfig) -> dict[str, int]:
+    """This run's --bin-size table: the user's, over the preconditioned
+    defaults when the codec preconditions."""
+    defaults = PRECONDITIONED_BIN_SIZES if preconditions(config) else {}
+    return {**defaults, **config.bin_sizes}
+
+
 def preconditions(config: TrainConfig) -> bool:
     """Whether this run's codec preconditions with Adam's second moment:
     --adam-preconditioning (the default) with Adam and a residue."""

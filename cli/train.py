@@ -143,7 +143,7 @@ def _registered(names: Callable[[], list[str]], what: str) -> Callable[..., str]
     multiple=True,
     callback=bin_size_table,
     help="Override L_T per layer kind or parameter name, e.g. conv=50 fc=500 0.weight=200 "
-    "(default: the paper's; fc, recurrent, embedding 700 under Adam preconditioning; "
+    "(default: the paper's; fc, recurrent, embedding 700 under AdaComp with Adam preconditioning; "
     "variable: ADACOMP_BIN_SIZES, space-separated).",
 )
 @click.option(

@@ -192,6 +192,7 @@ def test_preconditioned_runs_bin_fc_weights_by_700_unless_told(tmp_path: Path) -
     assert fc_bins(bin_sizes={"fc": 300}) == {300}
     assert fc_bins(adam_preconditioning=False) == {500}
     assert fc_bins(optimizer="sgd", lr=0.05) == {500}
+    assert fc_bins(compression="scalecom") == {500}
 
 
 def test_dense_steps_with_beta1_zero_are_adams_steps(tmp_path: Path) -> None:

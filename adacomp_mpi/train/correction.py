@@ -87,8 +87,10 @@ PRECONDITIONED_BIN_SIZES: dict[str, int] = {"fc": 700, "recurrent": 700, "embedd
 
 def effective_bin_sizes(config: TrainConfig) -> dict[str, int]:
     """This run's --bin-size table: the user's, over the preconditioned
-    defaults when the codec preconditions."""
-    defaults = PRECONDITIONED_BIN_SIZES if preconditions(config) else {}
+    defaults when AdaComp preconditions (scalecom's fixed per-bin selection
+    was not measured with them, so it keeps the paper's bins)."""
+    longer = preconditions(config) and config.compression == "adacomp"
+    defaults = PRECONDITIONED_BIN_SIZES if longer else {}
     return {**defaults, **config.bin_sizes}
 
 

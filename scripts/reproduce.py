@@ -201,7 +201,8 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "comp100-vec": (*COMP_VEC, MIN_BIN, "100", *NOPRE),
     # the compression warm-up over about the first tenth of the run (docs/CODEC.md)
     "mc-vec-bw70": (*MC_VEC, MIN_BIN, "0", *OFF, *NOPRE, "--bin-warmup-steps", "70"),
-    # Adam preconditioning with momentum compensation: Adam's defaults spelled out
+    # Adam preconditioning with momentum compensation at the paper's L_T (Adam's
+    # defaults until L_T 700 became one)
     "pre-comp-vec": (*PRE_COMP_VEC, *PAPER_LT),
     "pre-comp-vec-bw100": (*PRE_COMP_VEC, *PAPER_LT, "--bin-warmup-steps", "100"),
     # ... with L_T 700 for fc, recurrent and embedding weights: Adam's default since

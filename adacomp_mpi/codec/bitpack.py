@@ -99,12 +99,12 @@ def pack_words(values: np.ndarray, width: int) -> np.ndarray:
     """Pack each value's low ``width`` bits; returns ceil(n*width/8) bytes."""
     if width == 0 or values.size == 0:
         return np.zeros(0, np.uint8)
-    nbytes = packed_nbytes(values.size * width)
     if width == 8 or width == 16:
         dtype = "u1" if width == 8 else ">u2"
         return np.bitwise_and(values, (1 << width) - 1).astype(dtype).view(np.uint8)
     if values.size < SWAR_MIN_WORDS or width > 16:
         return _pack_generic(values, width)
+    nbytes = packed_nbytes(values.size * width)  # the SWAR paths pad to whole groups
     if width < 8:
         return _pack_small(values, width)[:nbytes]
     return _pack_medium(values, width)[:nbytes]

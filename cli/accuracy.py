@@ -66,6 +66,15 @@ ACCURACY = [
         "norm / sqrt(ranks)).",
     ),
     click.option(
+        "--momentum-masking/--no-momentum-masking",
+        default=DEFAULTS.momentum_masking,
+        show_default=True,
+        help="With --momentum-correction: zero a sent element's velocity (DGC's "
+        "masking). It drops the rest of that element's momentum, a lower step where "
+        "elements are sent often; off, the updates add up to dense SGD-momentum's, "
+        "delayed (docs/CODEC.md).",
+    ),
+    click.option(
         "--adam-preconditioning/--no-adam-preconditioning",
         default=DEFAULTS.adam_preconditioning,
         show_default=True,

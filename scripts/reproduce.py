@@ -177,6 +177,8 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "mc-vec": (*MC_VEC, MIN_BIN, "0", *OFF, *NOPRE),
     # ... on tensors with L_T >= 100 only (conv keeps its momentum in the optimizer)
     "mc100-vec": (*MC_VEC, MIN_BIN, "100", *OFF, *NOPRE),
+    # ... without momentum-factor masking: a sent element's velocity runs on
+    "mc100-nm-vec": (*MC_VEC, MIN_BIN, "100", "--no-momentum-masking", *OFF, *NOPRE),
     "vec": (
         "--no-momentum-correction",
         "--scale-rule",
@@ -320,6 +322,21 @@ ABLATION: tuple[Setting, ...] = (
             Setting("transformer", "shakespeare", "adam", 2, TF_ADAM, seeds=TF_SEEDS, **LM),
         )
         for setting in ablation(base, ("pre-comp-vec-LT700",))
+    ),
+    # Momentum correction without masking, on every SGD family but the CNN (whose
+    # conv weights keep no velocity at the default --remedy-min-bin).
+    *(
+        setting
+        for base in (
+            Setting("mlp", "mnist5k", "sgd", 2, MLP_SGD, seeds=MLP_SEEDS),
+            Setting("mlp", "mnist5k", "sgd", 4, MLP_SGD, seeds=MLP_SEEDS),
+            Setting("mlp", "mnist5k", "sgd", 8, MLP_SGD),
+            Setting("mlp", "fashion_mnist", "sgd", 2, FMLP_SGD, seeds=ABLATION_SEEDS, tag="fmnist"),
+            Setting("seq_lstm", "japanese_vowels", "sgd", 4, SEQ_SGD, seeds=SEQ_SEEDS),
+            Setting("char_lstm", "shakespeare", "sgd", 4, LM_SGD, **LM),
+            Setting("transformer", "shakespeare", "sgd", 2, TF_SGD, **LM),
+        )
+        for setting in ablation(base, ("mc100-nm-vec",))
     ),
     # L_T = 100 for recurrent weights (the paper's rules otherwise), kept from the
     # earlier plan with the same commands, so their saved results are reused.

@@ -25,6 +25,7 @@ class CodecConfig:
     ``momentum`` > 0 turns on momentum correction with masking (``velocity``):
     each rank keeps a local velocity and the codec sends it in place of the
     gradient; the optimizer must then apply plain SGD, without momentum.
+    ``momentum_masking`` False: a sent element's velocity is not zeroed.
     ``momentum_min_bin``: tensors that AdaComp bins finer than this keep no
     velocity (their optimizer applies their momentum after averaging).
     """
@@ -33,6 +34,7 @@ class CodecConfig:
     index_coding: str = "auto"
     momentum: float = 0.0
     momentum_min_bin: int = 0
+    momentum_masking: bool = True
     shared_beta: float = 1.0  # shared-index mode: residue low-pass filter (1: plain feedback)
     shared_values: str = "fp32"  # shared-index mode: value type in the Allreduce
     adam_beta2: float = 0.0  # Adam preconditioning's second-moment rate; 0: off
@@ -94,7 +96,10 @@ class CodecState:
         self.residues = [np.zeros(s.numel if s.compress else 0, np.float32) for s in self.specs]
         if self.config.momentum > 0:
             self.velocities = Velocities(
-                self.specs, self.config.momentum, min_bin=self.config.momentum_min_bin
+                self.specs,
+                self.config.momentum,
+                min_bin=self.config.momentum_min_bin,
+                masking=self.config.momentum_masking,
             )
         if self.config.adam_beta2 > 0:
             self.second_moments = SecondMoments(

@@ -4,6 +4,7 @@ Compression", ICLR 2018), stated for AdaComp, per rank and tensor::
     u = m * u + g          local velocity (g: this rank's gradient, weight decay in it)
     G = R + u,  H = G + u  AdaComp's accumulation and look-ahead, fed u in place of g
     u[sent] = 0            masking: a sent element's momentum starts afresh
+                           (unless masking is off: u runs on, as dense momentum's)
     w = w - lr * mean_r(decoded)   plain SGD on the mean (no momentum after averaging)
 
 With momentum applied after averaging (the default optimizer), a gradient held
@@ -14,6 +15,12 @@ element's stale velocity from being sent again. A dense record (a small
 tensor, a dense warm-up step) carries u unmasked: since momentum is linear,
 the mean of the ranks' u is exactly the global heavy-ball velocity, so dense
 tensors train as with SGD-momentum.
+
+Masking drops the rest of a sent element's momentum tail, so an element sent
+every step trains with plain SGD's step, lr instead of lr / (1 - m): on
+frequently sent weights it acts as a lower learning rate. Without it the
+updates add up to dense heavy-ball SGD's, only delayed (docs/CODEC.md,
+"Momentum-factor masking").
 
 New velocities are written to spare buffers and take over only when the whole
 step encoded (``commit``), so a refused step leaves them as they were.
@@ -32,7 +39,15 @@ from .specs import TensorSpec
 class Velocities:
     """One rank's local velocity per tensor, its spare, and what masking zeroed."""
 
-    def __init__(self, specs: Sequence[TensorSpec], momentum: float, *, min_bin: int = 0) -> None:
+    def __init__(
+        self,
+        specs: Sequence[TensorSpec],
+        momentum: float,
+        *,
+        min_bin: int = 0,
+        masking: bool = True,
+    ) -> None:
+        self.masking = masking
         # m per tensor: 0 where AdaComp bins finer than ``min_bin`` (u = g: no
         # correction there; the optimizer applies that tensor's momentum)
         self.momenta = [
@@ -62,8 +77,11 @@ class Velocities:
         return self.current[index], self._spares[index], self.momenta[index]
 
     def mask(self, index: int, positions: np.ndarray) -> None:
-        """Momentum-factor masking: zero u_new where the sparse record sent."""
+        """Momentum-factor masking: zero u_new where the sparse record sent
+        (nowhere when masking is off; ``undo`` then keeps u_new as it is)."""
         spare = self._spares[index]
+        if not self.masking:
+            positions = positions[:0]
         self._masked[index] = (positions.copy(), spare[positions])
         spare[positions] = 0
 

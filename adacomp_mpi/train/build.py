@@ -186,6 +186,8 @@ def build_trainer(
     reason = why_not(config)  # logged only where SGD with a residue would expect it on
     if reason and config.optimizer == "sgd" and config.compression in COMPRESSED:
         get_logger().info("momentum correction off: %s", reason)
+    if not config.momentum_masking and update.momentum == 0:
+        get_logger().info("--no-momentum-masking has no effect: no momentum correction here")
     codec_config = agree(
         comm,
         lambda: ScaleComConfig(
@@ -193,6 +195,7 @@ def build_trainer(
             config.index_coding,
             momentum=update.momentum,
             momentum_min_bin=config.remedy_min_bin,
+            momentum_masking=config.momentum_masking,
             adam_beta2=update.adam_beta2,
             adam_ranks=comm.size,
             shared_beta=config.scalecom_beta,

@@ -37,6 +37,7 @@ class TrainConfig:
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
     bin_warmup_steps: int = 0  # AdaComp's L_T / 8, / 4, / 2 over these first steps
     momentum_correction: bool = True  # SGD: local velocity + masking (docs/CODEC.md)
+    momentum_masking: bool = True  # momentum correction zeroes a sent element's velocity
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     remedy_min_bin: int = 100  # compensation, correction only where L_T >= this (not conv)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
@@ -113,6 +114,7 @@ TRAJECTORY_OPTIONS = (
     "dense_warmup_steps",
     "bin_warmup_steps",
     "momentum_correction",
+    "momentum_masking",
     "compressed_momentum",
     "remedy_min_bin",
     "compress_vectors",

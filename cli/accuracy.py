@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from adacomp_mpi.codec.velocity import MASKING_RULES
 from adacomp_mpi.train.config import TrainConfig
 
 from .options import option_group
@@ -66,13 +67,15 @@ ACCURACY = [
         "norm / sqrt(ranks)).",
     ),
     click.option(
-        "--momentum-masking/--no-momentum-masking",
+        "--momentum-masking",
+        type=click.Choice(["auto", *MASKING_RULES]),
         default=DEFAULTS.momentum_masking,
         show_default=True,
-        help="With --momentum-correction: zero a sent element's velocity (DGC's "
-        "masking). It drops the rest of that element's momentum, a lower step where "
-        "elements are sent often; off, the updates add up to dense SGD-momentum's, "
-        "delayed (docs/CODEC.md).",
+        help="With --momentum-correction: the compressed tensors whose velocity is "
+        "zeroed where sent (DGC's masking, a lower step where elements are sent often): "
+        "all, recurrent (LSTM/GRU weights) or none. Unmasked tensors run at "
+        "--compressed-momentum with the step length kept. auto: recurrent for "
+        "adacomp, all for scalecom (docs/CODEC.md).",
     ),
     click.option(
         "--adam-preconditioning/--no-adam-preconditioning",

@@ -67,9 +67,14 @@ def test_the_cnn_with_correction_keeps_conv_momentum_in_the_optimizer(tmp_path) 
     assert _groups(trainer) == [(0.0, 0.01), (0.9, 0.01)]
     conv = {id(m.weight) for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)}
     assert {id(p) for p in trainer.optimizer.param_groups[1]["params"]} == conv
-    fine = [spec.compress and spec.bin_size < 100 for spec in trainer.codec_state.specs]
+    # conv: no velocity; the other compressed tensors (fc, unmasked by default):
+    # the compensated 0.5; dense ones: 0.9
+    expected = [
+        0.0 if spec.compress and spec.bin_size < 100 else 0.5 if spec.compress else 0.9
+        for spec in trainer.codec_state.specs
+    ]
     momenta = [float(m) for m in trainer.codec_state.velocities.momenta]
-    assert momenta == [0.0 if flag else pytest.approx(0.9) for flag in fine]
+    assert momenta == [pytest.approx(m) for m in expected]
     every = TrainConfig(
         **common, momentum_correction=True, remedy_min_bin=0, output_dir=tmp_path / "b"
     )

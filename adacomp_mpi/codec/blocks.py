@@ -120,10 +120,10 @@ class Candidates:
         self.count = end
 
 
-# Momentum correction folded into the scan: (previous u, new u, momentum m).
-# The block's new u = m * u + g is then made while the block is in cache,
-# instead of in two passes over the whole tensor before the scan reads it.
-Velocity = tuple[np.ndarray, np.ndarray, np.float32]
+# Momentum correction folded into the scan: (previous u, new u, momentum m,
+# gain c). The block's new u = m * u + c * g is then made while the block is
+# in cache, instead of in passes over the whole tensor before the scan reads it.
+Velocity = tuple[np.ndarray, np.ndarray, np.float32, np.float32]
 
 
 def scan(
@@ -138,7 +138,7 @@ def scan(
     """Write G = R + dW into ``out``, fill ``plan.gmax``, and collect the
     candidates (|H| >= gmax) with their G into ``found``.
 
-    With ``velocity``, dW is the new velocity m * u + g, written into its
+    With ``velocity``, dW is the new velocity m * u + c * g, written into its
     buffer block by block (the same floats as computing it first).
     The candidates' G is gathered while the block is still in cache: after the
     loop, a gather from a 10M-element ``out`` would read it from memory again.
@@ -158,7 +158,9 @@ def scan(
         size = stop - start
         dw, work, gmax = grad[start:stop], scratch[:size], gmax_bits[first_bin:end_bin]
         if velocity is not None:
-            previous, new, momentum = velocity
+            previous, new, momentum, gain = velocity
+            if gain != 1:  # c * g into the scratch, free until |G| below
+                dw = np.multiply(dw, gain, work)
             new_u = np.multiply(previous[start:stop], momentum, new[start:stop])
             dw = np.add(new_u, dw, new_u)
         accumulated = np.add(residue[start:stop], dw, out[start:stop])  # G

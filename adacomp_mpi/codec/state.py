@@ -11,7 +11,7 @@ from .indexcoding import METHOD_NAMES
 from .preconditioner import SecondMoments
 from .selection import SCALE_RULES, Workspace
 from .specs import TensorSpec
-from .velocity import Velocities
+from .velocity import MASKING_RULES, Velocities
 
 SHARED_VALUE_TYPES = ("fp16", "fp32")  # the keys of shared_indices.VALUE_TYPES
 # The keys of ``CodecState.state_dict()`` that hold {tensor name: float32 array}.
@@ -25,7 +25,9 @@ class CodecConfig:
     ``momentum`` > 0 turns on momentum correction with masking (``velocity``):
     each rank keeps a local velocity and the codec sends it in place of the
     gradient; the optimizer must then apply plain SGD, without momentum.
-    ``momentum_masking`` False: a sent element's velocity is not zeroed.
+    ``momentum_masking``: which compressed tensors masking applies to (a key
+    of ``velocity.MASKING_RULES``); the others run at ``unmasked_momentum``
+    (None: ``momentum``) with the step length kept (``velocity``).
     ``momentum_min_bin``: tensors that AdaComp bins finer than this keep no
     velocity (their optimizer applies their momentum after averaging).
     """
@@ -34,7 +36,8 @@ class CodecConfig:
     index_coding: str = "auto"
     momentum: float = 0.0
     momentum_min_bin: int = 0
-    momentum_masking: bool = True
+    momentum_masking: str = "all"
+    unmasked_momentum: float | None = None
     shared_beta: float = 1.0  # shared-index mode: residue low-pass filter (1: plain feedback)
     shared_values: str = "fp32"  # shared-index mode: value type in the Allreduce
     adam_beta2: float = 0.0  # Adam preconditioning's second-moment rate; 0: off
@@ -58,6 +61,13 @@ class CodecConfig:
             )
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.momentum_masking not in MASKING_RULES:
+            raise ValueError(
+                f"unknown masking rule {self.momentum_masking!r}; "
+                f"choose from {sorted(MASKING_RULES)}"
+            )
+        if self.unmasked_momentum is not None and not 0 <= self.unmasked_momentum < 1:
+            raise ValueError(f"unmasked momentum must be in [0, 1), got {self.unmasked_momentum}")
         if self.scale_rule not in SCALE_RULES:
             raise ValueError(
                 f"unknown scale rule {self.scale_rule!r}; choose from {sorted(SCALE_RULES)}"
@@ -100,6 +110,7 @@ class CodecState:
                 self.config.momentum,
                 min_bin=self.config.momentum_min_bin,
                 masking=self.config.momentum_masking,
+                unmasked_momentum=self.config.unmasked_momentum,
             )
         if self.config.adam_beta2 > 0:
             self.second_moments = SecondMoments(

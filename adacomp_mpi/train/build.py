@@ -24,7 +24,14 @@ from adacomp_mpi.dist.launch import Launch
 from adacomp_mpi.models import ModelInputs, build_model, user_model_digest
 
 from .config import TrainConfig
-from .correction import LocalUpdate, effective_bin_sizes, local_update, why_not
+from .correction import (
+    LocalUpdate,
+    effective_bin_sizes,
+    local_update,
+    masking_rule,
+    unmasked_momentum,
+    why_not,
+)
 from .gradients import GradientBridge
 from .layers import gradient_specs
 from .ledger import Ledger
@@ -186,8 +193,14 @@ def build_trainer(
     reason = why_not(config)  # logged only where SGD with a residue would expect it on
     if reason and config.optimizer == "sgd" and config.compression in COMPRESSED:
         get_logger().info("momentum correction off: %s", reason)
-    if not config.momentum_masking and update.momentum == 0:
-        get_logger().info("--no-momentum-masking has no effect: no momentum correction here")
+    if config.momentum_masking != "auto" and update.momentum == 0:
+        get_logger().info("--momentum-masking has no effect: no momentum correction here")
+    elif update.momentum > 0 and masking_rule(config) != "all":
+        get_logger().info(
+            "momentum correction: masking %s; unmasked tensors at momentum %g, step kept",
+            masking_rule(config),
+            unmasked_momentum(config) or config.momentum,
+        )
     codec_config = agree(
         comm,
         lambda: ScaleComConfig(
@@ -195,7 +208,8 @@ def build_trainer(
             config.index_coding,
             momentum=update.momentum,
             momentum_min_bin=config.remedy_min_bin,
-            momentum_masking=config.momentum_masking,
+            momentum_masking=masking_rule(config),
+            unmasked_momentum=unmasked_momentum(config),
             adam_beta2=update.adam_beta2,
             adam_ranks=comm.size,
             shared_beta=config.scalecom_beta,

@@ -37,7 +37,7 @@ class TrainConfig:
     dense_warmup_steps: int = 0  # first optimizer steps sent uncompressed
     bin_warmup_steps: int = 0  # AdaComp's L_T / 8, / 4, / 2 over these first steps
     momentum_correction: bool = True  # SGD: local velocity + masking (docs/CODEC.md)
-    momentum_masking: bool = True  # momentum correction zeroes a sent element's velocity
+    momentum_masking: str = "auto"  # the tensors whose sent velocity is zeroed (correction.py)
     compressed_momentum: float | None = 0.5  # momentum compensation; None: off (train/optim.py)
     remedy_min_bin: int = 100  # compensation, correction only where L_T >= this (not conv)
     compress_vectors: bool = True  # also compress 1-D tensors of >= dense_below elements
@@ -140,6 +140,7 @@ TRAJECTORY_OPTIONS = (
 # option's default today (the remedies came after the first checkpoints).
 PREDATED: dict[str, Any] = {
     "momentum_correction": False,
+    "momentum_masking": "all",  # DGC's masking on every tensor
     "compress_vectors": False,
     "adam_preconditioning": False,
     "compressed_momentum": None,

@@ -78,6 +78,26 @@ def why_not(config: TrainConfig) -> str | None:
     return found[0] if found else None
 
 
+# --momentum-masking auto: AdaComp masks recurrent weights only (its ablation,
+# docs/CODEC.md "Momentum-factor masking"); scalecom keeps DGC's rule, which
+# is the one it was measured with.
+AUTO_MASKING: dict[str, str] = {"adacomp": "recurrent", "scalecom": "all"}
+
+
+def masking_rule(config: TrainConfig) -> str:
+    """The codec's masking rule for this run (a key of ``velocity.MASKING_RULES``)."""
+    if config.momentum_masking != "auto":
+        return config.momentum_masking
+    return AUTO_MASKING.get(config.compression, "all")
+
+
+def unmasked_momentum(config: TrainConfig) -> float | None:
+    """The momentum of the tensors momentum correction leaves unmasked:
+    --compressed-momentum M where it is below --momentum (None: the asked one)."""
+    lower = config.compressed_momentum
+    return lower if lower is not None and lower < config.momentum else None
+
+
 # L_T where Adam preconditioning is on and --bin-size does not say otherwise:
 # the preconditioned u is about equally large across a bin, so more of it
 # passes the look-ahead than of a raw gradient; a longer bin wins the ratio

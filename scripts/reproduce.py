@@ -182,6 +182,17 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     "mc100-vec": (*MC_VEC, *MASK_ALL, MIN_BIN, "100", *OFF, *NOPRE),
     # ... without momentum-factor masking: a sent element's velocity runs on
     "mc100-nm-vec": (*MC_VEC, "--momentum-masking", "none", MIN_BIN, "100", *OFF, *NOPRE),
+    # ... no tensor masked, every compressed one at momentum 0.5 with the step kept
+    "mc100-none-vec": (
+        *MC_VEC,
+        "--momentum-masking",
+        "none",
+        MIN_BIN,
+        "100",
+        "--compressed-momentum",
+        "0.5",
+        *NOPRE,
+    ),
     # ... masking recurrent weights only; the other compressed tensors unmasked at
     # momentum 0.5 with the step kept: SGD's default since
     "mc100-rec-vec": (
@@ -354,6 +365,16 @@ ABLATION: tuple[Setting, ...] = (
             Setting("transformer", "shakespeare", "sgd", 2, TF_SGD, seeds=TF_SEEDS, **LM),
         )
         for setting in ablation(base, ("mc100-vec", "mc100-nm-vec"))
+    ),
+    # ... and the LSTMs with no tensor masked at the compensated momentum (what the
+    # default does to every tensor but recurrent weights)
+    *(
+        setting
+        for base in (
+            Setting("seq_lstm", "japanese_vowels", "sgd", 4, SEQ_SGD, seeds=SEQ_SEEDS),
+            Setting("char_lstm", "shakespeare", "sgd", 4, LM_SGD, seeds=LM_SEEDS, **LM),
+        )
+        for setting in ablation(base, ("mc100-none-vec",))
     ),
     # L_T = 100 for recurrent weights (the paper's rules otherwise), kept from the
     # earlier plan with the same commands, so their saved results are reused.

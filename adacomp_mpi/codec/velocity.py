@@ -46,6 +46,16 @@ MASKING_RULES: dict[str, Callable[[TensorSpec], bool]] = {
 }
 
 
+def _rate_kind(spec: TensorSpec, masked: bool, min_bin: int) -> str:
+    """Which (m, c) a tensor gets: none where AdaComp bins it finer than
+    ``min_bin`` (the optimizer applies its momentum), the compensated pair
+    for an unmasked compressed tensor, the asked momentum for the rest
+    (masked tensors, dense records: nothing delays those)."""
+    if spec.compress and spec.bin_size < min_bin:
+        return "none"
+    return "unmasked" if spec.compress and not masked else "asked"
+
+
 class Velocities:
     """One rank's local velocity per tensor, its spare, and what masking zeroed."""
 
@@ -59,17 +69,15 @@ class Velocities:
         unmasked_momentum: float | None = None,
     ) -> None:
         rule = MASKING_RULES[masking]
-        # Per tensor: m = 0 where AdaComp bins finer than ``min_bin`` (u = g: no
-        # correction there; the optimizer applies that tensor's momentum).
         self.masked = [spec.compress and rule(spec) for spec in specs]
         lower = momentum if unmasked_momentum is None else min(unmasked_momentum, momentum)
-        unmasked = (np.float32(lower), np.float32((1.0 - lower) / (1.0 - momentum)))
+        by_kind = {
+            "none": (np.float32(0.0), np.float32(1.0)),  # u = g: no correction here
+            "unmasked": (np.float32(lower), np.float32((1.0 - lower) / (1.0 - momentum))),
+            "asked": (np.float32(momentum), np.float32(1.0)),
+        }
         rates = [
-            (np.float32(0.0), np.float32(1.0))
-            if spec.compress and spec.bin_size < min_bin
-            else unmasked
-            if spec.compress and not masked
-            else (np.float32(momentum), np.float32(1.0))
+            by_kind[_rate_kind(spec, masked, min_bin)]
             for spec, masked in zip(specs, self.masked, strict=True)
         ]
         self.momenta = [m for m, _ in rates]

@@ -225,7 +225,7 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     ),
     # momentum compensation (docs/CODEC.md)
     "comp-vec": (*COMP_VEC, MIN_BIN, "0", *NOPRE),
-    # ... on tensors with L_T >= 100 only (conv keeps momentum and lr): SGD's default
+    # ... on tensors with L_T >= 100 only (conv keeps momentum and lr)
     "comp100-vec": (*COMP_VEC, MIN_BIN, "100", *NOPRE),
     # the compression warm-up over about the first tenth of the run (docs/CODEC.md)
     "mc-vec-bw70": (*MC_VEC, *MASK_ALL, MIN_BIN, "0", *OFF, *NOPRE, "--bin-warmup-steps", "70"),
@@ -286,7 +286,7 @@ ABLATION: tuple[Setting, ...] = (
         Setting("cnn", "fashion_mnist", "sgd", 4, CNN_SGD, **CNN),
         ("vec", "comp-vec"),
     ),
-    # ... and with conv kept out of either remedy (mc100-vec: today's SGD default): three seeds.
+    # ... and with conv kept out of either remedy (mc100-vec, DGC masking): three seeds.
     *ablation(
         Setting("cnn", "fashion_mnist", "sgd", 4, CNN_SGD, seeds=ABLATION_SEEDS, **CNN),
         ("comp100-vec", "mc100-vec"),

@@ -147,6 +147,23 @@ PRE_COMP_VEC = (*COMP_VEC, MIN_BIN, "100", "--adam-preconditioning")
 PAPER_LT = tuple(
     word for kind in ("fc", "recurrent", "embedding") for word in ("--bin-size", f"{kind}=500")
 )
+
+
+def masking_remedy(rule: str) -> tuple[str, ...]:
+    """Momentum correction with --momentum-masking ``rule``, its unmasked tensors
+    at the compensated momentum 0.5 (conv kept out by --remedy-min-bin 100)."""
+    return (
+        *MC_VEC,
+        "--momentum-masking",
+        rule,
+        MIN_BIN,
+        "100",
+        "--compressed-momentum",
+        "0.5",
+        *NOPRE,
+    )
+
+
 # The remedies, one switch each, spelled out in full so that a changed default
 # never changes what a row measured (docs/CODEC.md, "Accuracy remedies").
 REMEDIES: dict[str, tuple[str, ...]] = {
@@ -183,28 +200,10 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     # ... without momentum-factor masking: a sent element's velocity runs on
     "mc100-nm-vec": (*MC_VEC, "--momentum-masking", "none", MIN_BIN, "100", *OFF, *NOPRE),
     # ... no tensor masked, every compressed one at momentum 0.5 with the step kept
-    "mc100-none-vec": (
-        *MC_VEC,
-        "--momentum-masking",
-        "none",
-        MIN_BIN,
-        "100",
-        "--compressed-momentum",
-        "0.5",
-        *NOPRE,
-    ),
+    "mc100-none-vec": masking_remedy("none"),
     # ... masking recurrent weights only; the other compressed tensors unmasked at
     # momentum 0.5 with the step kept: SGD's default since
-    "mc100-rec-vec": (
-        *MC_VEC,
-        "--momentum-masking",
-        "recurrent",
-        MIN_BIN,
-        "100",
-        "--compressed-momentum",
-        "0.5",
-        *NOPRE,
-    ),
+    "mc100-rec-vec": masking_remedy("recurrent"),
     "vec": (
         "--no-momentum-correction",
         "--scale-rule",
@@ -266,6 +265,11 @@ def ablation(base: Setting, variants: tuple[str, ...]) -> tuple[Setting, ...]:
         )
         for name in variants
     )
+
+
+def ablations(bases: tuple[Setting, ...], variants: tuple[str, ...]) -> tuple[Setting, ...]:
+    """``ablation`` of every base in turn."""
+    return tuple(setting for base in bases for setting in ablation(base, variants))
 
 
 ABLATION: tuple[Setting, ...] = (
@@ -331,50 +335,46 @@ ABLATION: tuple[Setting, ...] = (
     ),
     # Adam preconditioning at the paper's L_T (Adam's final rows before) and at
     # L_T 700 (the final rows since) on the other Adam families.
-    *(
-        setting
-        for base in (
+    *ablations(
+        (
             Setting("mlp", "mnist5k", "adam", 2, MLP_ADAM, seeds=MLP_SEEDS),
             Setting("mlp", "mnist5k", "adam", 4, MLP_ADAM, seeds=MLP_SEEDS),
             Setting("mlp", "mnist5k", "adam", 8, MLP_ADAM),
             Setting("cnn", "fashion_mnist", "adam", 4, CNN_ADAM, seeds=CNN_SEEDS, **CNN),
-        )
-        for setting in ablation(base, ("pre-comp-vec", "pre-comp-vec-LT700"))
+        ),
+        ("pre-comp-vec", "pre-comp-vec-LT700"),
     ),
-    *(
-        setting
-        for base in (
+    *ablations(
+        (
             Setting("seq_lstm", "japanese_vowels", "adam", 4, SEQ_ADAM, seeds=SEQ_SEEDS),
             Setting("transformer", "shakespeare", "adam", 2, TF_ADAM, seeds=TF_SEEDS, **LM),
-        )
-        for setting in ablation(base, ("pre-comp-vec-LT700",))
+        ),
+        ("pre-comp-vec-LT700",),
     ),
     # Momentum correction with DGC's masking on every tensor (SGD's final rows
     # before the masking rule), and without masking, on every SGD family but the
     # CNN (whose conv weights keep no velocity at the default --remedy-min-bin; its
-    # mc100-vec rows are above).
-    *(
-        setting
-        for base in (
+    # mc100-vec rows are above); the LSTMs also with no tensor masked at the
+    # compensated momentum (what the default does to every tensor but recurrent weights).
+    *ablations(
+        (
             Setting("mlp", "mnist5k", "sgd", 2, MLP_SGD, seeds=MLP_SEEDS),
             Setting("mlp", "mnist5k", "sgd", 4, MLP_SGD, seeds=MLP_SEEDS),
             Setting("mlp", "mnist5k", "sgd", 8, MLP_SGD),
             Setting("mlp", "fashion_mnist", "sgd", 2, FMLP_SGD, seeds=ABLATION_SEEDS, tag="fmnist"),
-            Setting("seq_lstm", "japanese_vowels", "sgd", 4, SEQ_SGD, seeds=SEQ_SEEDS),
-            Setting("char_lstm", "shakespeare", "sgd", 4, LM_SGD, seeds=LM_SEEDS, **LM),
-            Setting("transformer", "shakespeare", "sgd", 2, TF_SGD, seeds=TF_SEEDS, **LM),
-        )
-        for setting in ablation(base, ("mc100-vec", "mc100-nm-vec"))
+        ),
+        ("mc100-vec", "mc100-nm-vec"),
     ),
-    # ... and the LSTMs with no tensor masked at the compensated momentum (what the
-    # default does to every tensor but recurrent weights)
-    *(
-        setting
-        for base in (
+    *ablations(
+        (
             Setting("seq_lstm", "japanese_vowels", "sgd", 4, SEQ_SGD, seeds=SEQ_SEEDS),
             Setting("char_lstm", "shakespeare", "sgd", 4, LM_SGD, seeds=LM_SEEDS, **LM),
-        )
-        for setting in ablation(base, ("mc100-none-vec",))
+        ),
+        ("mc100-vec", "mc100-nm-vec", "mc100-none-vec"),
+    ),
+    *ablations(
+        (Setting("transformer", "shakespeare", "sgd", 2, TF_SGD, seeds=TF_SEEDS, **LM),),
+        ("mc100-vec", "mc100-nm-vec"),
     ),
     # L_T = 100 for recurrent weights (the paper's rules otherwise), kept from the
     # earlier plan with the same commands, so their saved results are reused.

@@ -193,13 +193,14 @@ def build_trainer(
     reason = why_not(config)  # logged only where SGD with a residue would expect it on
     if reason and config.optimizer == "sgd" and config.compression in COMPRESSED:
         get_logger().info("momentum correction off: %s", reason)
+    masking, lower = masking_rule(config), unmasked_momentum(config)
     if config.momentum_masking != "auto" and update.momentum == 0:
         get_logger().info("--momentum-masking has no effect: no momentum correction here")
-    elif update.momentum > 0 and masking_rule(config) != "all":
+    elif update.momentum > 0 and masking != "all":
         get_logger().info(
             "momentum correction: masking %s; unmasked tensors at momentum %g, step kept",
-            masking_rule(config),
-            unmasked_momentum(config) or config.momentum,
+            masking,
+            config.momentum if lower is None else lower,
         )
     codec_config = agree(
         comm,
@@ -208,8 +209,8 @@ def build_trainer(
             config.index_coding,
             momentum=update.momentum,
             momentum_min_bin=config.remedy_min_bin,
-            momentum_masking=masking_rule(config),
-            unmasked_momentum=unmasked_momentum(config),
+            momentum_masking=masking,
+            unmasked_momentum=lower,
             adam_beta2=update.adam_beta2,
             adam_ranks=comm.size,
             shared_beta=config.scalecom_beta,

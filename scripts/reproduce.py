@@ -157,12 +157,17 @@ PRE_VEC = (
     "100",
     "--adam-preconditioning",
 )
-LT_KINDS = ("fc", "recurrent", "embedding", "other")
-PRE_VEC_LT700 = (*PRE_VEC, *(w for k in LT_KINDS[:3] for w in ("--bin-size", f"{k}=700")))
+WEIGHT_KINDS = ("fc", "recurrent", "embedding")
+
+
+def bin_sizes(size: int, kinds: tuple[str, ...] = WEIGHT_KINDS) -> tuple[str, ...]:
+    """``--bin-size KIND=size`` for each of ``kinds``, in that order."""
+    return tuple(word for kind in kinds for word in ("--bin-size", f"{kind}={size}"))
+
+
+PRE_VEC_LT700 = (*PRE_VEC, *bin_sizes(700))
 # The paper's L_T spelled out: preconditioned runs default to 700 since (PRECONDITIONED_BIN_SIZES).
-PAPER_LT = tuple(
-    word for kind in ("fc", "recurrent", "embedding") for word in ("--bin-size", f"{kind}=500")
-)
+PAPER_LT = bin_sizes(500)
 
 
 def masking_remedy(rule: str) -> tuple[str, ...]:
@@ -266,7 +271,7 @@ REMEDIES: dict[str, tuple[str, ...]] = {
     # L_T 20 (every kind) or with every step dense: what compression itself costs
     # the sequence LSTM under Adam, and what the preconditioned optimizer does alone
     "pre-vec-LT700": PRE_VEC_LT700,
-    "pre-vec-LT20": (*PRE_VEC, *(w for k in LT_KINDS for w in ("--bin-size", f"{k}=20"))),
+    "pre-vec-LT20": (*PRE_VEC, *bin_sizes(20, (*WEIGHT_KINDS, "other"))),
     "pre-vec-dense": (*PRE_VEC_LT700, "--dense-warmup-steps", "1100"),
 }
 ABLATION_SEEDS = (0, 1, 2)
@@ -1241,9 +1246,9 @@ MISSES = """### Where we fall short of the paper or the target, and why
   at momentum 0.5 with the step length kept: -0.50 / +0.10 / +0.60 on MNIST-5k at
   2 / 4 / 8 ranks (the 2-rank cell exactly on the target), +0.74 on Fashion-MNIST,
   +0.81 on the CNN, +0.18 on the sequence LSTM (seeds 0-2; -0.08 over ten), +1.7 % on
-  the transformer, each at a
-  higher ratio than DGC's rule. The sequence LSTM's recurrent weights need their
-  masking: with none masked at momentum 0.5 (`mc100-none-vec`) it is -1.17.
+  the transformer, each at a higher ratio than DGC's rule. The sequence LSTM's
+  recurrent weights need their masking: with none masked at momentum 0.5
+  (`mc100-none-vec`) it is -1.17.
 * **Adam.** Momentum correction does not apply to Adam; Adam preconditioning
   (docs/CODEC.md) is its remedy and Adam's default: each rank divides its gradient
   by its estimate of the mean gradient's second moment before the codec, and the
@@ -1271,9 +1276,10 @@ MISSES = """### Where we fall short of the paper or the target, and why
   -1.57; the same at L_T 20 for every kind (`pre-vec-LT20`, 54-60x) -0.70; and with
   every step dense (`pre-vec-dense`, `--dense-warmup-steps` past the last step: the
   preconditioned optimizer without compression) -0.73. So about 0.7 point is the
-  preconditioner itself (each rank's estimate of the mean gradient's second moment
-  against dense Adam's exact one), and about 0.9 more is the residue's delay at
-  L_T 700, which only bins far too fine for 200x remove. No setting of the existing
+  preconditioner itself (the noise of the short mean in each rank's estimate of the
+  mean gradient's second moment: a slower mean removed it on a throwaway branch), and
+  about 0.9 more is the residue's delay at L_T 700, which only bins far too fine for
+  200x remove. No setting of the existing
   switches reaches half a point at 200x (docs/CODEC.md lists what else was tried).
 * **Language models in short runs.** The char-LSTM (three epochs of 1 MB) and the
   transformer (one epoch of the same 1 MB) are far from converged. Under Adam they

@@ -137,26 +137,12 @@ MIN_BIN = "--remedy-min-bin"
 MC_VEC = ("--momentum-correction", "--scale-rule", "mean_abs", "--compress-vectors")
 # DGC's masking on every tensor: what momentum correction did before --momentum-masking.
 MASK_ALL = ("--momentum-masking", "all")
-COMP_VEC = (
-    "--no-momentum-correction",
-    "--scale-rule",
-    "mean_abs",
-    "--compress-vectors",
-    "--compressed-momentum",
-    "0.5",
-)
+# No momentum correction, the mean-|G| scale, 1-D tensors compressed.
+NOCORR_VEC = (NOCORR, "--scale-rule", "mean_abs", "--compress-vectors")
+COMP_VEC = (*NOCORR_VEC, "--compressed-momentum", "0.5")
 PRE_COMP_VEC = (*COMP_VEC, MIN_BIN, "100", "--adam-preconditioning")
 # Adam preconditioning without momentum compensation (beta1 kept on every tensor).
-PRE_VEC = (
-    NOCORR,
-    "--scale-rule",
-    "mean_abs",
-    "--compress-vectors",
-    *OFF,
-    MIN_BIN,
-    "100",
-    "--adam-preconditioning",
-)
+PRE_VEC = (*NOCORR_VEC, *OFF, MIN_BIN, "100", "--adam-preconditioning")
 WEIGHT_KINDS = ("fc", "recurrent", "embedding")
 
 
@@ -1279,8 +1265,8 @@ MISSES = """### Where we fall short of the paper or the target, and why
   preconditioner itself (the noise of the short mean in each rank's estimate of the
   mean gradient's second moment: a slower mean removed it on a throwaway branch), and
   about 0.9 more is the residue's delay at L_T 700, which only bins far too fine for
-  200x remove. No setting of the existing
-  switches reaches half a point at 200x (docs/CODEC.md lists what else was tried).
+  200x remove. No setting of the existing switches reaches half a point at 200x
+  (docs/CODEC.md lists what else was tried).
 * **Language models in short runs.** The char-LSTM (three epochs of 1 MB) and the
   transformer (one epoch of the same 1 MB) are far from converged. Under Adam they
   are now within 2 % of dense at that budget; under SGD the char-LSTM at the defaults
